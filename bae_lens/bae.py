@@ -1,0 +1,429 @@
+"""The Binary Autoencoder as a SAELens architecture (``architecture = "bae"``).
+
+    z  = (x - b_dec) W_enc + b_enc           # [.., d_sae * k] pre-activations
+    h  = step(z) in {0, 1}                   # 1-bit code (or square wave), STE backward
+    v  = bits_to_values(h, k)                # [.., d_sae], = h when k = 1
+    x^ = out_act(v W_dec + b_dec)
+
+(arXiv 2509.20997 section 3; ../shared/BAE_METHOD.md sections 1-2.) ``hook_sae_acts_pre``
+sees ``z``, ``hook_sae_acts_post`` sees ``v`` (the values the decoder reads, so that
+``forward(x) == decode(encode(x))`` as for every SAELens SAE); :meth:`encode_bits` gives the
+raw bits.
+
+Training loss per minibatch (SAELens's convention for the reconstruction term):
+
+    L = sum_d (x^ - x)_d^2 averaged over tokens                       "mse_loss"
+      + entropy_coefficient * H_thr(h)        (after entropy_start_step) "entropy_loss"
+      + covariance_coefficient * D(h)                                   "covariance_loss"
+
+Importing :mod:`bae_lens` registers both classes with SAELens.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import torch
+from jaxtyping import Float
+from sae_lens.registry import SAE_CLASS_REGISTRY, SAE_TRAINING_CLASS_REGISTRY
+from sae_lens.saes.sae import (
+    SAE,
+    SAEConfig,
+    TrainCoefficientConfig,
+    TrainingSAE,
+    TrainingSAEConfig,
+    TrainStepInput,
+    TrainStepOutput,
+)
+from torch import Tensor, nn
+from typing_extensions import override
+
+from bae_lens.binarize import ESTIMATORS, binarize, bits_to_values, square_wave_code, step_code
+from bae_lens.penalties import (
+    DEPENDENCE_PENALTIES,
+    REDUCTIONS,
+    code_stats_from_rates,
+    dependence_penalty,
+    entropy_loss,
+    firing_rates,
+)
+
+logger = logging.getLogger(__name__)
+
+ARCHITECTURE = "bae"
+Binarization = Literal["step", "square_wave"]
+OutputActivation = Literal["identity", "relu", "tanh", "sigmoid"]
+_OUTPUT_ACTIVATIONS: dict[str, Any] = {
+    "identity": lambda x: x,
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+}
+
+
+def _check_choice(field: str, value: Any, allowed: tuple[Any, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{field}={value!r} is not one of {list(allowed)}")
+
+
+def _check_number(field: str, value: float, low: float, strict: bool = False) -> None:
+    ok = value > low if strict else value >= low
+    if not ok:
+        bound = f"> {low}" if strict else f">= {low}"
+        raise ValueError(f"{field}={value!r} must be {bound}")
+
+
+@dataclass
+class BinaryAutoencoderConfig(SAEConfig):
+    """Inference configuration of a BAE (what ``cfg.json`` holds beside SAELens's fields)."""
+
+    bits_per_feature: int = 1
+    """k: bits per decoded feature. The encoder emits d_sae * k bits; each run of k bits
+    decodes to sum_i 2^i b_i / (2^k - 1). 1 is the paper's 1-bit code."""
+    binarization: Binarization = "step"
+    """"step": h = 1[z > 0]. "square_wave": h = 1[(z mod square_wave_period) < period/2]."""
+    square_wave_period: float = 2.0
+    """Period c of the square-wave binarization."""
+    output_activation: OutputActivation = "identity"
+    """Applied to the decoder output (the released code's output_activation)."""
+
+    @override
+    @classmethod
+    def architecture(cls) -> str:
+        return ARCHITECTURE
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _validate_inference_fields(self)
+
+
+def _validate_inference_fields(cfg: Any) -> None:
+    for field in ("d_in", "d_sae", "bits_per_feature"):
+        value = getattr(cfg, field)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{field}={value!r} must be an integer >= 1")
+    _check_choice("binarization", cfg.binarization, get_args(Binarization))
+    _check_choice("output_activation", cfg.output_activation, get_args(OutputActivation))
+    _check_number("square_wave_period", cfg.square_wave_period, 0.0, strict=True)
+    if cfg.reshape_activations != "none":
+        raise ValueError(
+            f"reshape_activations={cfg.reshape_activations!r}: bae_lens supports only 'none'"
+        )
+
+
+class _BinaryEncoding:
+    """Encoder/decoder maths shared by the inference and training classes."""
+
+    cfg: Any
+    W_enc: nn.Parameter
+    b_enc: nn.Parameter
+    W_dec: nn.Parameter
+    b_dec: nn.Parameter
+
+    @property
+    def n_bits(self) -> int:
+        """Width of the code: d_sae * bits_per_feature."""
+        return self.cfg.d_sae * self.cfg.bits_per_feature
+
+    def _init_binary_weights(self: Any) -> None:
+        super().initialize_weights()  # type: ignore[misc]  # W_dec, b_dec (and a W_enc we replace)
+        k = self.cfg.bits_per_feature
+        # Each of a feature's k bits starts reading the feature's own decoder direction.
+        w_enc = self.W_dec.data.T.repeat_interleave(k, dim=1).contiguous()  # [d_in, d_sae*k]
+        self.W_enc = nn.Parameter(w_enc)
+        self.b_enc = nn.Parameter(torch.zeros(self.n_bits, dtype=self.dtype, device=self.device))
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.shape[-1] != self.cfg.d_in:
+            raise ValueError(
+                f"input of shape {tuple(x.shape)}: last dimension must be d_in={self.cfg.d_in}"
+            )
+        if not torch.isfinite(x).all():
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(
+                f"input of shape {tuple(x.shape)} has {bad} non-finite values (NaN or inf)"
+            )
+
+    def hidden_pre(self: Any, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... n_bits"]:
+        """Pre-activations z (after hook_sae_acts_pre)."""
+        self._check_input(x)
+        sae_in = self.process_sae_in(x)
+        return self.hook_sae_acts_pre(sae_in @ self.W_enc + self.b_enc)
+
+    def code(self, z: Tensor) -> Tensor:
+        """The binary code of pre-activations z, without gradient estimator."""
+        if self.cfg.binarization == "square_wave":
+            return square_wave_code(z, self.cfg.square_wave_period)
+        return step_code(z)
+
+    @torch.no_grad()
+    def encode_bits(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... n_bits"]:
+        """The raw 0/1 code (d_sae * bits_per_feature bits) of x."""
+        return self.code(self.hidden_pre(x))
+
+    def decode(self: Any, feature_acts: Float[Tensor, "... d_sae"]) -> Float[Tensor, "... d_in"]:
+        out = feature_acts @ self.W_dec + self.b_dec
+        out = _OUTPUT_ACTIVATIONS[self.cfg.output_activation](out)
+        out = self.hook_sae_recons(out)
+        out = self.run_time_activation_norm_fn_out(out)
+        return self.reshape_fn_out(out, self.d_head)
+
+    def fold_W_dec_norm(self) -> None:
+        """Refused: a 0/1 code cannot absorb a scale, so folding would change outputs."""
+        raise ValueError(
+            "fold_W_dec_norm is not supported for the 'bae' architecture: its code is 0/1, "
+            "so scaling decoder rows cannot be compensated in the encoder and would change "
+            "every reconstruction. Load with fold_W_dec_norm=False."
+        )
+
+
+class BinaryAutoencoder(_BinaryEncoding, SAE[BinaryAutoencoderConfig]):
+    """Inference BAE: ``encode`` gives the decoder's input values (0/1 when k = 1)."""
+
+    b_enc: nn.Parameter
+
+    @override
+    def initialize_weights(self) -> None:
+        self._init_binary_weights()
+
+    @override
+    def encode(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
+        bits = self.code(self.hidden_pre(x))
+        return self.hook_sae_acts_post(bits_to_values(bits, self.cfg.bits_per_feature))
+
+
+@dataclass(kw_only=True)
+class BinaryAutoencoderTrainingConfig(TrainingSAEConfig):
+    """Training configuration of a BAE. Field docs become the CLI's --help.
+
+    Coefficient conventions: SAELens's mse_loss sums squared error over d_in and averages
+    over tokens; with the default "mean" reductions the entropy term is in bits per code
+    bit (0..1) and the covariance term is per off-diagonal pair, so a coefficient keeps its
+    meaning when d_sae changes. Both are statistics of one minibatch.
+    """
+
+    bits_per_feature: int = 1
+    """k: bits per decoded feature (more-bit decode when > 1)."""
+    binarization: Binarization = "step"
+    """Set from the estimator: "square_wave" for estimator "square_wave", else "step"."""
+    square_wave_period: float = 2.0
+    """Period c of the square-wave binarization."""
+    output_activation: OutputActivation = "identity"
+    """Applied to the decoder output."""
+    estimator: str = "sigmoid"
+    """Backward surrogate of the step: identity | sigmoid | reference | square_wave."""
+    estimator_temperature: float = 1.0
+    """Temperature t of the sigmoid estimator (in units of z)."""
+    entropy_coefficient: float = 0.0
+    """lambda_e: weight of the entropy loss."""
+    entropy_warm_up_steps: int = 0
+    """Linear ramp of lambda_e from 0 over this many steps (SAELens convention)."""
+    entropy_start_step: int = 0
+    """The paper's hard warm-up: no entropy loss before this step."""
+    entropy_threshold: float = 0.0
+    """Hinge: the entropy loss is 0 while the code's total entropy is below this (bits)."""
+    entropy_reduction: str = "mean"
+    """"mean": bits per code bit; "sum": total bits."""
+    covariance_coefficient: float = 0.0
+    """lambda_c: weight of the dependence (covariance) penalty."""
+    covariance_warm_up_steps: int = 0
+    """Linear ramp of lambda_c from 0 over this many steps."""
+    covariance_penalty: str = "frobenius"
+    """"abs": sum_{i!=j} |C_ij| (the released method, O(n d_sae^2)); "frobenius":
+    sum_{i!=j} C_ij^2 through the n x n Gram matrix (O(n^2 d_sae))."""
+    covariance_reduction: str = "mean"
+    """"mean": per off-diagonal pair; "sum": total."""
+    covariance_chunk_size: int = 1024
+    """Column block of the exact "abs" penalty; bounds its memory to n_bits * chunk."""
+    init_firing_rate: float | None = 0.05
+    """Data-dependent start: on the first batch set b_dec to the batch mean and each b_enc
+    so the bit fires on this fraction of tokens. None keeps b_enc = b_enc_init. A start
+    with many bits above 1/2 lets the entropy loss turn them into always-on bits."""
+    b_enc_init: float = 0.0
+    """Constant encoder bias used when init_firing_rate is None."""
+    log_every: int = 10
+    """Record losses and code statistics in `training_log` every this many steps."""
+
+    @override
+    @classmethod
+    def architecture(cls) -> str:
+        return ARCHITECTURE
+
+    def __post_init__(self) -> None:
+        if self.estimator == "square_wave":
+            self.binarization = "square_wave"
+        super().__post_init__()
+        _validate_inference_fields(self)
+        _check_choice("estimator", self.estimator, ESTIMATORS)
+        if (self.binarization == "square_wave") != (self.estimator == "square_wave"):
+            raise ValueError(
+                f"binarization={self.binarization!r} needs estimator='square_wave' and "
+                f"estimator={self.estimator!r} needs binarization='step'"
+            )
+        _check_choice("entropy_reduction", self.entropy_reduction, REDUCTIONS)
+        _check_choice("covariance_reduction", self.covariance_reduction, REDUCTIONS)
+        _check_choice("covariance_penalty", self.covariance_penalty, DEPENDENCE_PENALTIES)
+        _check_number("estimator_temperature", self.estimator_temperature, 0.0, strict=True)
+        for field in (
+            "entropy_coefficient",
+            "covariance_coefficient",
+            "entropy_threshold",
+            "entropy_warm_up_steps",
+            "entropy_start_step",
+            "covariance_warm_up_steps",
+        ):
+            _check_number(field, getattr(self, field), 0.0)
+        _check_number("covariance_chunk_size", self.covariance_chunk_size, 1)
+        _check_number("log_every", self.log_every, 1)
+        if self.init_firing_rate is not None and not 0.0 < self.init_firing_rate < 1.0:
+            raise ValueError(f"init_firing_rate={self.init_firing_rate!r} must be in (0, 1)")
+
+
+class BinaryAutoencoderTraining(_BinaryEncoding, TrainingSAE[BinaryAutoencoderTrainingConfig]):
+    """Training BAE for SAELens's trainer: straight-through code, entropy and covariance."""
+
+    b_enc: nn.Parameter
+
+    def __init__(self, cfg: BinaryAutoencoderTrainingConfig, use_error_term: bool = False):
+        super().__init__(cfg, use_error_term)
+        self.training_log: list[dict[str, float]] = []
+        """Every `log_every` steps: step, losses and code statistics (SAELens records
+        nothing without wandb)."""
+        self._needs_data_init = cfg.init_firing_rate is not None
+
+    @override
+    def initialize_weights(self) -> None:
+        self._init_binary_weights()
+        if self.cfg.init_firing_rate is None:
+            self.b_enc.data.fill_(self.cfg.b_enc_init)
+
+    @override
+    def process_state_dict_for_loading(self, state_dict: dict[str, Any]) -> None:
+        # Weights come from a checkpoint: never re-initialise them from data.
+        self._needs_data_init = False
+
+    @override
+    def get_coefficients(self) -> dict[str, float | TrainCoefficientConfig]:
+        return {
+            "entropy": TrainCoefficientConfig(
+                value=self.cfg.entropy_coefficient,
+                warm_up_steps=self.cfg.entropy_warm_up_steps,
+            ),
+            "covariance": TrainCoefficientConfig(
+                value=self.cfg.covariance_coefficient,
+                warm_up_steps=self.cfg.covariance_warm_up_steps,
+            ),
+        }
+
+    def _surrogate_bits(self, hidden_pre: Tensor) -> Tensor:
+        return binarize(
+            hidden_pre,
+            self.cfg.estimator,
+            temperature=self.cfg.estimator_temperature,
+            period=self.cfg.square_wave_period,
+        )
+
+    @override
+    def encode_with_hidden_pre(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        hidden_pre = self.hidden_pre(x)
+        values = bits_to_values(self._surrogate_bits(hidden_pre), self.cfg.bits_per_feature)
+        return self.hook_sae_acts_post(values), hidden_pre
+
+    @torch.no_grad()
+    def initialize_from_batch(self, sae_in: Float[Tensor, "n d_in"]) -> None:
+        """Data-dependent start (see ``init_firing_rate``): b_dec = batch mean, and each bit's
+        b_enc set so the bit fires on ``init_firing_rate`` of the batch's rows."""
+        self._check_input(sae_in)
+        rate = self.cfg.init_firing_rate
+        x = self.run_time_activation_norm_fn_in(sae_in.to(self.dtype))
+        self.b_dec.data.copy_(x.mean(dim=0))
+        z = (x - self.b_dec) @ self.W_enc  # [n, n_bits]
+        k = min(max(int(round((1 - rate) * z.shape[0])), 1), z.shape[0])
+        self.b_enc.data.copy_(-z.kthvalue(k, dim=0).values)
+        self._needs_data_init = False
+
+    @override
+    def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
+        if self._needs_data_init and step_input.n_training_steps == 0:
+            self.initialize_from_batch(step_input.sae_in)
+        output = super().training_forward_pass(step_input)
+        record_step = step_input.n_training_steps % self.cfg.log_every == 0
+        if not (record_step or step_input.is_logging_step):
+            return output  # code statistics cost host syncs: only on logging steps
+        stats = self._batch_code_stats(output.hidden_pre)
+        output.metrics.update({f"bae/{name}": value for name, value in stats.items()})
+        if record_step:
+            record = {"step": float(step_input.n_training_steps)}
+            record.update({name: float(loss.detach()) for name, loss in output.losses.items()})
+            record.update(stats)
+            self.training_log.append(record)
+        return output
+
+    @torch.no_grad()
+    def _batch_code_stats(self, hidden_pre: Tensor) -> dict[str, float]:
+        rates = firing_rates(self.code(hidden_pre).reshape(-1, self.n_bits).float())
+        return code_stats_from_rates(rates)._asdict()
+
+    @override
+    def calculate_aux_loss(
+        self,
+        step_input: TrainStepInput,
+        feature_acts: Tensor,
+        hidden_pre: Tensor,
+        sae_out: Tensor,
+    ) -> dict[str, Tensor]:
+        coefficients = step_input.coefficients
+        zero = hidden_pre.new_zeros(())
+        entropy_on = (
+            coefficients["entropy"] > 0
+            and step_input.n_training_steps >= self.cfg.entropy_start_step
+        )
+        covariance_on = coefficients["covariance"] > 0
+        if not (entropy_on or covariance_on):  # skip expensive terms while their weight is 0
+            return {"entropy_loss": zero, "covariance_loss": zero}
+        bits = self._surrogate_bits(hidden_pre).reshape(-1, self.n_bits)  # [n, n_bits]
+        losses = {"entropy_loss": zero, "covariance_loss": zero}
+        if entropy_on:
+            losses["entropy_loss"] = coefficients["entropy"] * entropy_loss(
+                bits, self.cfg.entropy_threshold, self.cfg.entropy_reduction
+            )
+        if covariance_on:
+            losses["covariance_loss"] = coefficients["covariance"] * dependence_penalty(
+                bits,
+                self.cfg.covariance_penalty,
+                self.cfg.covariance_reduction,
+                self.cfg.covariance_chunk_size,
+            )
+        return losses
+
+
+def _register_one(
+    registry: dict[str, tuple[type, type]], architecture: str, sae_cls: type, cfg_cls: type
+) -> None:
+    existing = registry.get(architecture)
+    if existing is None:
+        registry[architecture] = (sae_cls, cfg_cls)
+        return
+    if existing != (sae_cls, cfg_cls):
+        have = f"{existing[0].__module__}.{existing[0].__qualname__}"
+        want = f"{sae_cls.__module__}.{sae_cls.__qualname__}"
+        raise ValueError(
+            f"SAELens architecture {architecture!r} is already registered to {have}; "
+            f"bae_lens cannot register {want} under the same name"
+        )
+
+
+def register() -> None:
+    """Register the BAE with SAELens under ``"bae"``; idempotent.
+
+    Raises ValueError naming both classes if another class holds the name.
+    """
+    _register_one(SAE_CLASS_REGISTRY, ARCHITECTURE, BinaryAutoencoder, BinaryAutoencoderConfig)
+    _register_one(
+        SAE_TRAINING_CLASS_REGISTRY,
+        ARCHITECTURE,
+        BinaryAutoencoderTraining,
+        BinaryAutoencoderTrainingConfig,
+    )

@@ -1,0 +1,117 @@
+"""Train a BAE (or any SAELens SAE) through SAELens's own runner and ActivationsStore.
+
+:func:`train_sae` fills a ``LanguageModelSAERunnerConfig`` with settings that work for
+minibatch statistics, passes the model and dataset through the runner's
+``override_model`` / ``override_dataset`` (a dataset given as a path string would be
+looked up on the hub), runs ``LanguageModelSAETrainingRunner`` and saves the result in
+SAELens's format (``cfg.json`` + ``sae_weights.safetensors`` + ``runner_cfg.json``),
+plus ``training_log.jsonl`` with the losses and code statistics SAELens records only
+to wandb.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
+from sae_lens.saes.sae import TrainingSAE, TrainingSAEConfig
+
+logger = logging.getLogger(__name__)
+
+TRAINING_LOG_FILENAME = "training_log.jsonl"
+
+
+def buffer_batches(
+    train_batch_size_tokens: int, context_size: int, store_batch_size_prompts: int, cover: int = 8
+) -> int:
+    """``n_batches_in_buffer`` so the shuffling buffer holds ``cover`` training batches.
+
+    Entropy and covariance are minibatch statistics: a minibatch drawn from a buffer that
+    spans many documents is not dominated by a few of them.
+    """
+    tokens_per_store_batch = context_size * store_batch_size_prompts
+    return max(2, math.ceil(cover * train_batch_size_tokens / tokens_per_store_batch))
+
+
+def train_sae(
+    model: Any,
+    dataset: Any,
+    sae_cfg: TrainingSAEConfig,
+    hook_name: str,
+    output_dir: str | Path,
+    *,
+    model_name: str = "custom",
+    training_tokens: int = 200_000,
+    train_batch_size_tokens: int = 1024,
+    context_size: int = 128,
+    lr: float = 1e-3,
+    device: str = "cpu",
+    seed: int = 42,
+    store_batch_size_prompts: int = 8,
+    **runner_overrides: Any,
+) -> TrainingSAE[Any]:
+    """Train ``sae_cfg``'s architecture on ``model``'s activations at ``hook_name``.
+
+    ``dataset`` is a ``datasets.Dataset`` with a ``"text"`` column (tokenised on the fly)
+    or an ``"input_ids"`` column (pass ``is_dataset_tokenized=True``). Extra keyword
+    arguments go to ``LanguageModelSAERunnerConfig``.
+    """
+    if hook_name not in model.hook_dict:
+        raise ValueError(f"hook_name={hook_name!r} is not a hook of the model")
+    if training_tokens < train_batch_size_tokens:
+        raise ValueError(
+            f"training_tokens={training_tokens} is smaller than one batch "
+            f"(train_batch_size_tokens={train_batch_size_tokens})"
+        )
+    if len(dataset) == 0:
+        raise ValueError("dataset is empty")
+    output_dir = Path(output_dir)
+    settings: dict[str, Any] = {
+        "sae": sae_cfg,
+        "model_name": model_name,
+        "hook_name": hook_name,
+        "dataset_path": "",
+        "is_dataset_tokenized": "input_ids" in dataset.column_names,
+        "streaming": False,
+        "context_size": context_size,
+        "training_tokens": training_tokens,
+        "train_batch_size_tokens": train_batch_size_tokens,
+        "store_batch_size_prompts": store_batch_size_prompts,
+        "n_batches_in_buffer": buffer_batches(
+            train_batch_size_tokens, context_size, store_batch_size_prompts
+        ),
+        "lr": lr,
+        "device": device,
+        "seed": seed,
+        "prepend_bos": True,
+        "exclude_special_tokens": True,
+        "logger": LoggingConfig(log_to_wandb=False),
+        "output_path": str(output_dir),
+        "checkpoint_path": None,
+        "n_batches_for_norm_estimate": 20,
+        "verbose": False,
+        "model_from_pretrained_kwargs": {},
+    }
+    settings.update(runner_overrides)
+    cfg = LanguageModelSAERunnerConfig(**settings)
+    runner = LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=model)
+    sae = runner.run()
+    write_training_log(sae, output_dir)
+    return sae
+
+
+def write_training_log(sae: TrainingSAE[Any], output_dir: Path) -> Path | None:
+    """Write ``sae.training_log`` (a BAE records one) as JSON lines; None if there is none."""
+    records = getattr(sae, "training_log", None)
+    if not records:
+        return None
+    path = output_dir / TRAINING_LOG_FILENAME
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for record in records:
+            f.write(json.dumps(record) + "\n")
+    return path

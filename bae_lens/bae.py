@@ -178,6 +178,25 @@ class _BinaryEncoding:
             "every reconstruction. Load with fold_W_dec_norm=False."
         )
 
+    def fold_activation_norm_scaling_factor(self: Any, scaling_factor: float) -> None:
+        """SAELens's fold (W_enc *= s, W_dec and b_dec /= s); refused where out_act(y / s)
+        != out_act(y) / s, since the folded BAE would then change every reconstruction."""
+        if self.cfg.output_activation not in ("identity", "relu"):
+            raise ValueError(
+                f"output_activation={self.cfg.output_activation!r}: folding an activation "
+                "scaling factor keeps outputs only for 'identity' or 'relu'"
+            )
+        super().fold_activation_norm_scaling_factor(scaling_factor)  # type: ignore[misc]
+
+    def fold_activation_whitening(self: Any, *args: Any, **kwargs: Any) -> None:
+        """SAELens's affine whitening fold; exact only when the output activation is linear."""
+        if self.cfg.output_activation != "identity":
+            raise ValueError(
+                f"output_activation={self.cfg.output_activation!r}: folding a whitening "
+                "keeps outputs only for 'identity'"
+            )
+        super().fold_activation_whitening(*args, **kwargs)  # type: ignore[misc]
+
 
 class BinaryAutoencoder(_BinaryEncoding, SAE[BinaryAutoencoderConfig]):
     """Inference BAE: ``encode`` gives the decoder's input values (0/1 when k = 1)."""
@@ -277,6 +296,14 @@ class BinaryAutoencoderTrainingConfig(TrainingSAEConfig):
             _check_number(field, getattr(self, field), 0.0)
         _check_number("covariance_chunk_size", self.covariance_chunk_size, 1)
         _check_number("log_every", self.log_every, 1)
+        if self.output_activation not in ("identity", "relu") and (
+            self.normalize_activations in ("expected_average_only_in", "covariance_whitening")
+        ):
+            raise ValueError(
+                f"output_activation={self.output_activation!r} cannot be combined with "
+                f"normalize_activations={self.normalize_activations!r}: the scale is folded "
+                "into the weights after training, which only identity or relu outputs allow"
+            )
         if self.init_firing_rate is not None and not 0.0 < self.init_firing_rate < 1.0:
             raise ValueError(f"init_firing_rate={self.init_firing_rate!r} must be in (0, 1)")
 
@@ -339,7 +366,8 @@ class BinaryAutoencoderTraining(_BinaryEncoding, TrainingSAE[BinaryAutoencoderTr
         rate = self.cfg.init_firing_rate
         x = self.run_time_activation_norm_fn_in(sae_in.to(self.dtype))
         self.b_dec.data.copy_(x.mean(dim=0))
-        z = (x - self.b_dec) @ self.W_enc  # [n, n_bits]
+        # Same input as hidden_pre: b_dec is subtracted only when apply_b_dec_to_input.
+        z = (x - self.b_dec * self.cfg.apply_b_dec_to_input) @ self.W_enc  # [n, n_bits]
         k = min(max(int(round((1 - rate) * z.shape[0])), 1), z.shape[0])
         self.b_enc.data.copy_(-z.kthvalue(k, dim=0).values)
         self._needs_data_init = False

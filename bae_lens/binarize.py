@@ -124,10 +124,15 @@ def binarize(
     raise AssertionError("unreachable")
 
 
-def bit_weights(bits_per_feature: int, device: torch.device | None = None) -> Tensor:
+def bit_weights(
+    bits_per_feature: int,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
     """``[2^0, ..., 2^(k-1)] / (2^k - 1)``: the weights that turn k bits into a value in [0, 1]."""
     k = bits_per_feature
-    return torch.pow(2.0, torch.arange(k, device=device, dtype=torch.float32)) / (2.0**k - 1)
+    # Built in the target dtype: float32 weights cast to float64 would be off by ~1e-8.
+    return torch.pow(2.0, torch.arange(k, device=device, dtype=dtype)) / (2.0**k - 1)
 
 
 def bits_to_values(
@@ -149,4 +154,4 @@ def bits_to_values(
             f"bits_per_feature={k}"
         )
     grouped = bits.reshape(*bits.shape[:-1], bits.shape[-1] // k, k)  # [..., d_sae, k]
-    return grouped @ bit_weights(k, bits.device).to(bits.dtype)
+    return grouped @ bit_weights(k, bits.device, bits.dtype)

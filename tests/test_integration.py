@@ -1,0 +1,138 @@
+"""End to end: SAELens's runner trains a BAE on a HookedTransformer; splice and attach it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from sae_lens import SAE, HookedSAETransformer
+from transformer_lens import HookedTransformerConfig
+
+import bae_lens
+from bae_lens.hooks import splice
+from bae_lens.train import TRAINING_LOG_FILENAME, buffer_batches, train_sae
+
+HOOK = "blocks.0.hook_resid_post"
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> HookedSAETransformer:
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(
+        n_layers=2,
+        d_model=32,
+        n_ctx=32,
+        d_head=8,
+        n_heads=4,
+        d_vocab=50,
+        act_fn="gelu",
+        normalization_type="LN",
+    )
+    model = HookedSAETransformer(cfg)
+    model.requires_grad_(False)
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model: HookedSAETransformer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bae")
+    ds = Dataset.from_dict({"input_ids": torch.randint(0, 50, (400, 32)).tolist()})
+    cfg = bae_lens.BinaryAutoencoderTrainingConfig(
+        d_in=32,
+        d_sae=64,
+        entropy_coefficient=0.1,
+        covariance_coefficient=1.0,
+        covariance_penalty="abs",
+        log_every=1,
+    )
+    train_sae(
+        tiny_model,
+        ds,
+        cfg,
+        HOOK,
+        out,
+        training_tokens=8192,
+        train_batch_size_tokens=256,
+        context_size=32,
+        exclude_special_tokens=False,
+        store_batch_size_prompts=4,
+    )
+    return out
+
+
+def test_runner_saves_sae_lens_format_and_training_log(trained: Path) -> None:
+    assert {"cfg.json", "sae_weights.safetensors", "runner_cfg.json"} <= {
+        p.name for p in trained.iterdir()
+    }
+    cfg = json.loads((trained / "cfg.json").read_text())
+    assert cfg["architecture"] == "bae"
+    assert cfg["metadata"]["hook_name"] == HOOK
+    details = cfg["metadata"]["training_architecture_details"]
+    assert details["covariance_penalty"] == "abs"
+    log = [json.loads(line) for line in (trained / TRAINING_LOG_FILENAME).read_text().splitlines()]
+    assert len(log) == 8192 // 256
+    assert all(r["entropy_loss"] > 0 and r["covariance_loss"] > 0 for r in log)
+    assert log[-1]["mse_loss"] < log[0]["mse_loss"]
+
+
+def test_loaded_bae_splices_into_run_with_hooks(
+    trained: Path, tiny_model: HookedSAETransformer
+) -> None:
+    sae = SAE.load_from_disk(trained)
+    assert isinstance(sae, bae_lens.BinaryAutoencoder)
+    tokens = torch.randint(0, 50, (3, 32))
+    clean = tiny_model(tokens)
+    spliced = tiny_model.run_with_hooks(tokens, fwd_hooks=splice(sae))
+    kept = tiny_model.run_with_hooks(tokens, fwd_hooks=splice(sae, keep_error=True))
+    assert not torch.allclose(spliced, clean, atol=1e-4)
+    torch.testing.assert_close(kept, clean, atol=1e-5, rtol=1e-5)
+    # the hook's replacement is exactly decode(encode(x))
+    _, cache = tiny_model.run_with_cache(tokens, names_filter=HOOK)
+    x = cache[HOOK]
+    recon = sae.decode(sae.encode(x))
+    assert set(sae.encode(x).unique().tolist()) <= {0.0, 1.0}
+    expected = tiny_model.run_with_hooks(tokens, fwd_hooks=[(HOOK, lambda act, hook: recon)])
+    torch.testing.assert_close(spliced, expected)
+
+
+def test_hooked_sae_transformer_add_sae_and_run_with_saes(
+    trained: Path, tiny_model: HookedSAETransformer
+) -> None:
+    sae = SAE.load_from_disk(trained)
+    tokens = torch.randint(0, 50, (2, 32))
+    spliced = tiny_model.run_with_hooks(tokens, fwd_hooks=splice(sae))
+    torch.testing.assert_close(tiny_model.run_with_saes(tokens, saes=[sae]), spliced)
+    tiny_model.add_sae(sae)
+    try:
+        torch.testing.assert_close(tiny_model(tokens), spliced)
+        _, cache = tiny_model.run_with_cache(tokens)
+        acts = cache[f"{HOOK}.hook_sae_acts_post"]
+        assert acts.shape == (2, 32, 64)
+    finally:
+        tiny_model.reset_saes()
+    tiny_model.add_sae(sae, use_error_term=True)
+    try:
+        torch.testing.assert_close(
+            tiny_model(tokens), tiny_model.run_with_hooks(tokens), atol=1e-5, rtol=1e-5
+        )
+    finally:
+        tiny_model.reset_saes()
+
+
+def test_bad_hook_and_empty_data(tiny_model: HookedSAETransformer, tmp_path: Path) -> None:
+    cfg = bae_lens.BinaryAutoencoderTrainingConfig(d_in=32, d_sae=64)
+    ds = Dataset.from_dict({"input_ids": [[1] * 32]})
+    with pytest.raises(ValueError, match="blocks.9.hook_resid_post"):
+        train_sae(tiny_model, ds, cfg, "blocks.9.hook_resid_post", tmp_path)
+    with pytest.raises(ValueError, match="empty"):
+        train_sae(tiny_model, ds.select([]), cfg, HOOK, tmp_path)
+    with pytest.raises(ValueError, match="training_tokens"):
+        train_sae(tiny_model, ds, cfg, HOOK, tmp_path, training_tokens=10)
+
+
+def test_buffer_covers_several_batches() -> None:
+    n = buffer_batches(train_batch_size_tokens=4096, context_size=128, store_batch_size_prompts=8)
+    assert n * 128 * 8 >= 8 * 4096

@@ -125,7 +125,10 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     started = time.time()
     model_name = args.model or models.EMBEDDED_MODEL_NAME
     model = models.load_model(model_name, device=args.device)
-    train_set, eval_set = _load_data(args, "train"), _load_data(args, "eval")
+    # Shuffle documents: the corpus is stored book by book, and a run that reads a prefix
+    # of it should still see every book.
+    train_set = _load_data(args, "train").shuffle(seed=args.seed)
+    eval_set = _load_data(args, "eval").shuffle(seed=args.seed)
     d_in = model.cfg.d_model
     sae_cfg = BinaryAutoencoderTrainingConfig(
         d_in=d_in,

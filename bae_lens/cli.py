@@ -123,6 +123,8 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     out = Path(args.output)
     started = time.time()
+    bae_options = {name: getattr(args, name) for name in _BAE_CLI_FIELDS}
+    BinaryAutoencoderTrainingConfig(d_in=1, d_sae=1, **bae_options)  # fail before loading
     model_name = args.model or models.EMBEDDED_MODEL_NAME
     model = models.load_model(model_name, device=args.device)
     # Shuffle documents: the corpus is stored book by book, and a run that reads a prefix
@@ -135,7 +137,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         d_sae=args.expansion * d_in,
         device=args.device,
         normalize_activations="expected_average_only_in",
-        **{name: getattr(args, name) for name in _BAE_CLI_FIELDS},
+        **bae_options,
     )
     train_sae(
         model,
@@ -212,6 +214,18 @@ def _train_command(args: argparse.Namespace) -> int:
 # modules add their own entry here with one line.
 SUBCOMMANDS: list[tuple[str, str, Any, Any]] = [
     ("train", "train + save + evaluate a BAE (the main job)", _add_train_args, _train_command),
+    (
+        "eval",
+        "evaluate saved SAELens dictionaries spliced into the model, side by side",
+        lambda p: __import__("bae_lens.evaluate", fromlist=["_"]).add_eval_args(p),
+        lambda a: __import__("bae_lens.evaluate", fromlist=["_"]).eval_command(a),
+    ),
+    (
+        "compare",
+        "train the BAE and the baseline zoo on one activation cache; table + L0/CE plot",
+        lambda p: __import__("bae_lens.compare", fromlist=["_"]).add_compare_args(p),
+        lambda a: __import__("bae_lens.compare", fromlist=["_"]).compare_command(a),
+    ),
 ]
 
 

@@ -7,6 +7,12 @@ looked up on the hub), runs ``LanguageModelSAETrainingRunner`` and saves the res
 SAELens's format (``cfg.json`` + ``sae_weights.safetensors`` + ``runner_cfg.json``),
 plus ``training_log.jsonl`` with the losses and code statistics SAELens records only
 to wandb.
+
+Massive activations: beside BOS (which ``exclude_special_tokens`` drops), residual
+streams carry rare tokens with norms 100x the median (SmolLM2: the first token after
+BOS, norm ~24,000 against a median of 150). One such token outweighs a whole minibatch
+of squared error, so by default rows with norm above ``outlier_norm_factor`` times the
+minibatch median are dropped before the SAE sees them (SAELens has no such filter).
 """
 
 from __future__ import annotations
@@ -23,6 +29,35 @@ from sae_lens.saes.sae import TrainingSAE, TrainingSAEConfig
 logger = logging.getLogger(__name__)
 
 TRAINING_LOG_FILENAME = "training_log.jsonl"
+
+
+class OutlierFilter:
+    """Wraps an activation iterator; drops rows whose norm exceeds ``factor`` x the median.
+
+    Everything else (checkpointing, attributes) passes through to the wrapped store.
+    """
+
+    def __init__(self, store: Any, factor: float):
+        if factor <= 1:
+            raise ValueError(f"outlier_norm_factor={factor} must be > 1")
+        self.store = store
+        self.factor = factor
+        self.n_dropped = 0
+        self.n_seen = 0
+
+    def __iter__(self) -> OutlierFilter:
+        return self
+
+    def __next__(self) -> Any:
+        batch = next(self.store)
+        norms = batch.flatten(1).norm(dim=-1)  # [batch]
+        keep = norms <= self.factor * norms.median()
+        self.n_seen += int(norms.numel())
+        self.n_dropped += int((~keep).sum())
+        return batch[keep]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
 
 
 def buffer_batches(
@@ -52,13 +87,15 @@ def train_sae(
     device: str = "cpu",
     seed: int = 42,
     store_batch_size_prompts: int = 8,
+    outlier_norm_factor: float | None = 10.0,
     **runner_overrides: Any,
 ) -> TrainingSAE[Any]:
     """Train ``sae_cfg``'s architecture on ``model``'s activations at ``hook_name``.
 
     ``dataset`` is a ``datasets.Dataset`` with a ``"text"`` column (tokenised on the fly)
     or an ``"input_ids"`` column (pass ``is_dataset_tokenized=True``). Extra keyword
-    arguments go to ``LanguageModelSAERunnerConfig``.
+    arguments go to ``LanguageModelSAERunnerConfig``. ``outlier_norm_factor=None`` keeps
+    every activation (see the module docstring).
     """
     if hook_name not in model.hook_dict:
         raise ValueError(f"hook_name={hook_name!r} is not a hook of the model")
@@ -99,7 +136,12 @@ def train_sae(
     settings.update(runner_overrides)
     cfg = LanguageModelSAERunnerConfig(**settings)
     runner = LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=model)
+    if outlier_norm_factor is not None:
+        runner.activations_store = OutlierFilter(runner.activations_store, outlier_norm_factor)
     sae = runner.run()
+    if isinstance(runner.activations_store, OutlierFilter):
+        store = runner.activations_store
+        logger.info("dropped %d of %d outlier activations", store.n_dropped, store.n_seen)
     write_training_log(sae, output_dir)
     return sae
 

@@ -136,3 +136,15 @@ def test_bad_hook_and_empty_data(tiny_model: HookedSAETransformer, tmp_path: Pat
 def test_buffer_covers_several_batches() -> None:
     n = buffer_batches(train_batch_size_tokens=4096, context_size=128, store_batch_size_prompts=8)
     assert n * 128 * 8 >= 8 * 4096
+
+
+def test_outlier_filter_drops_massive_rows_only() -> None:
+    from bae_lens.train import OutlierFilter
+
+    rows = torch.ones(8, 4)
+    rows[3] *= 1000.0  # a massive activation
+    store = OutlierFilter(iter([rows]), factor=10.0)
+    kept = next(store)
+    assert kept.shape == (7, 4) and store.n_dropped == 1 and store.n_seen == 8
+    with pytest.raises(ValueError, match="outlier_norm_factor"):
+        OutlierFilter(iter([rows]), factor=0.5)

@@ -1,0 +1,51 @@
+"""The README's main job (`bae-lens train`) on the embedded model and corpus, scaled down."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bae_lens.cli import main
+from bae_lens.corpus import embedded_corpus_dir
+
+pytestmark = pytest.mark.slow
+
+
+def test_cli_rejects_unknown_estimator_before_loading(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--estimator", "tanh", "--output", "/nonexistent"]) == 2
+    err = capsys.readouterr().err
+    assert "estimator='tanh'" in err and "sigmoid" in err
+
+
+@pytest.mark.skipif(
+    not (embedded_corpus_dir() / "train.jsonl").exists(),
+    reason="embedded corpus not prepared: run bash scripts/fetch_corpus.sh",
+)
+def test_main_job_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--training-tokens", "8192",
+            "--batch-tokens", "512",
+            "--eval-sequences", "2",
+            "--expansion", "2",
+            "--threads", "1",
+            "--output", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    for name in ("explained variance", "CE loss recovered", "burst L0", "entropy (bits)"):
+        assert name in printed
+    assert (out / "firing_rates.png").stat().st_size > 1000
+    result = json.loads((out / "eval.json").read_text())
+    assert result["n_features"] == 2 * 576
+    assert len(result["firing_rates"]) == 2 * 576
+    # even a few steps reconstruct better than zero ablation and worse than perfect
+    assert result["ce_clean"] < result["ce_spliced"] < result["ce_zero_ablation"]
+    assert 0.0 < result["explained_variance"] < 1.0
+    log = (out / "training_log.jsonl").read_text().splitlines()
+    assert len(log) >= 1

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from bae_lens.binarize import ESTIMATORS, binarize, bits_to_values, square_wave_code, step_code
+from bae_lens.distributed import gather_rows
 from bae_lens.penalties import (
     DEPENDENCE_PENALTIES,
     REDUCTIONS,
@@ -425,6 +426,7 @@ class BinaryAutoencoderTraining(_BinaryEncoding, TrainingSAE[BinaryAutoencoderTr
             bits = feature_acts.reshape(-1, self.n_bits)  # [n, n_bits]
         else:
             bits = self._surrogate_bits(hidden_pre).reshape(-1, self.n_bits)
+        bits = gather_rows(bits)  # under data parallelism: the global batch
         losses = {"entropy_loss": zero, "covariance_loss": zero}
         if entropy_on:
             losses["entropy_loss"] = coefficients["entropy"] * entropy_loss(

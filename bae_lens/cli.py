@@ -44,10 +44,14 @@ def _bae_field_help() -> dict[str, str]:
     helps: dict[str, str] = {}
     body = tree.body[0].body  # type: ignore[attr-defined]
     for node, nxt in zip(body, body[1:], strict=False):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr):
-            value = getattr(nxt, "value", None)
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+        ):
+            value = nxt.value
             if isinstance(value, ast.Constant) and isinstance(value.value, str):
-                helps[node.target.id] = " ".join(value.value.split())  # type: ignore[attr-defined]
+                helps[node.target.id] = " ".join(value.value.split())
     return helps
 
 
@@ -157,12 +161,11 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     from sae_lens import SAE
 
     inference = SAE.load_from_disk(out, device=args.device)  # what a user loads back
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        raise ValueError(f"model {model_name!r} has no tokenizer: cannot tokenize text")
     tokens = build_eval_tokens(
-        model.tokenizer,
-        eval_set["text"],
-        args.context_size,
-        args.eval_sequences,
-        model.tokenizer.bos_token_id,
+        tokenizer, eval_set["text"], args.context_size, args.eval_sequences, tokenizer.bos_token_id
     )
     metrics = evaluate_sae(model, inference, tokens, args.hook)
     plot_firing_rates(metrics, str(out / "firing_rates.png"), title=f"BAE at {args.hook}")
@@ -225,6 +228,12 @@ SUBCOMMANDS: list[tuple[str, str, Any, Any]] = [
         "train the BAE and the baseline zoo on one activation cache; table + L0/CE plot",
         lambda p: __import__("bae_lens.compare", fromlist=["_"]).add_compare_args(p),
         lambda a: __import__("bae_lens.compare", fromlist=["_"]).compare_command(a),
+    ),
+    (
+        "comsem",
+        "interpret and score features with any OpenAI-compatible judge (ComSem)",
+        lambda p: __import__("bae_lens.comsem.cli", fromlist=["_"]).add_comsem_args(p),
+        lambda a: __import__("bae_lens.comsem.cli", fromlist=["_"]).comsem_command(a),
     ),
 ]
 

@@ -120,7 +120,7 @@ def _cache_is_complete(folder: Path) -> bool:
 
 def _strip_gguf_quantization(model: PreTrainedModel) -> None:
     """Drop the GGUF quantizer and ``quantization_config`` left on a dequantised model."""
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if "quantization_config" in vars(model.config):
         del model.config.quantization_config
     for attr in ("is_quantized", "quantization_method"):

@@ -218,10 +218,14 @@ class BinaryAutoencoder(_BinaryEncoding, SAE[BinaryAutoencoderConfig]):
 class BinaryAutoencoderTrainingConfig(TrainingSAEConfig):
     """Training configuration of a BAE. Field docs become the CLI's --help.
 
-    Coefficient conventions: SAELens's mse_loss sums squared error over d_in and averages
-    over tokens; with the default "mean" reductions the entropy term is in bits per code
-    bit (0..1) and the covariance term is per off-diagonal pair, so a coefficient keeps its
-    meaning when d_sae changes. Both are statistics of one minibatch.
+    Coefficient conventions: SAELens's mse_loss is a per-token distortion (squared error
+    summed over d_in, averaged over tokens). The default entropy reduction "sum" makes the
+    entropy term a per-token rate, H = sum_j Hb(p_j) bits per token (the code length of the
+    code under independent bits), so L = distortion + lambda_e * rate, and lambda_e is a
+    price per bit in squared-error units. The default covariance reduction "per_bit" divides
+    the pairwise sum by the number of bits: each bit's total dependence on the others, whose
+    gradient per code entry does not grow with d_sae. Both are minibatch statistics, so a
+    minibatch cannot resolve firing rates below 1 / batch size.
     """
 
     bits_per_feature: int = 1
@@ -244,8 +248,8 @@ class BinaryAutoencoderTrainingConfig(TrainingSAEConfig):
     """The paper's hard warm-up: no entropy loss before this step."""
     entropy_threshold: float = 0.0
     """Hinge: the entropy loss is 0 while the code's total entropy is below this (bits)."""
-    entropy_reduction: str = "mean"
-    """"mean": bits per code bit; "sum": total bits."""
+    entropy_reduction: str = "sum"
+    """"sum": bits per token (the code's rate); "mean": bits per code bit (0..1)."""
     covariance_coefficient: float = 0.0
     """lambda_c: weight of the dependence (covariance) penalty."""
     covariance_warm_up_steps: int = 0
@@ -256,8 +260,8 @@ class BinaryAutoencoderTrainingConfig(TrainingSAEConfig):
     faster on CPU, less with constant bits); "frobenius": sum_{i!=j} C_ij^2 through the n x n
     Gram matrix (O(n^2 d_sae)); "frobenius_probe": an unbiased 32-probe estimate of
     "frobenius" (O(n d_sae), a few % of a step). See bae_lens.penalties."""
-    covariance_reduction: str = "mean"
-    """"mean": per off-diagonal pair; "sum": total."""
+    covariance_reduction: str = "per_bit"
+    """"per_bit": pairwise sum / n_bits; "mean": per off-diagonal pair; "sum": total."""
     covariance_chunk_size: int = 1024
     """Column block of the exact "abs" penalty; bounds its memory to n_bits * chunk."""
     init_firing_rate: float | None = 0.05
@@ -286,7 +290,7 @@ class BinaryAutoencoderTrainingConfig(TrainingSAEConfig):
                 f"estimator={self.estimator!r} needs binarization='step'"
             )
         _check_choice("entropy_reduction", self.entropy_reduction, REDUCTIONS)
-        _check_choice("covariance_reduction", self.covariance_reduction, REDUCTIONS)
+        _check_choice("covariance_reduction", self.covariance_reduction, (*REDUCTIONS, "per_bit"))
         _check_choice("covariance_penalty", self.covariance_penalty, DEPENDENCE_PENALTIES)
         _check_number("estimator_temperature", self.estimator_temperature, 0.0, strict=True)
         for field in (
@@ -433,12 +437,15 @@ class BinaryAutoencoderTraining(_BinaryEncoding, TrainingSAE[BinaryAutoencoderTr
                 bits, self.cfg.entropy_threshold, self.cfg.entropy_reduction
             )
         if covariance_on:
-            losses["covariance_loss"] = coefficients["covariance"] * dependence_penalty(
+            per_bit = self.cfg.covariance_reduction == "per_bit"
+            penalty = dependence_penalty(
                 bits,
                 self.cfg.covariance_penalty,
-                self.cfg.covariance_reduction,
+                "sum" if per_bit else self.cfg.covariance_reduction,
                 self.cfg.covariance_chunk_size,
             )
+            scale = coefficients["covariance"] / (self.n_bits if per_bit else 1)
+            losses["covariance_loss"] = scale * penalty
         return losses
 
 

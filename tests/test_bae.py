@@ -194,7 +194,13 @@ def test_training_pass_zero_coefficients_gives_zero_aux_losses() -> None:
 
 @pytest.mark.parametrize(
     ("penalty", "reduction", "k"),
-    [("abs", "sum", 1), ("abs", "mean", 2), ("frobenius", "mean", 1), ("frobenius", "sum", 2)],
+    [
+        ("abs", "sum", 1),
+        ("abs", "mean", 2),
+        ("frobenius", "mean", 1),
+        ("frobenius", "sum", 2),
+        ("abs", "per_bit", 1),
+    ],
 )
 def test_training_pass_losses_are_coefficient_times_penalties(
     penalty: str, reduction: str, k: int
@@ -204,7 +210,7 @@ def test_training_pass_losses_are_coefficient_times_penalties(
             bits_per_feature=k,
             covariance_penalty=penalty,
             covariance_reduction=reduction,
-            entropy_reduction=reduction,
+            entropy_reduction="sum" if reduction == "per_bit" else reduction,
             covariance_chunk_size=5,
             entropy_threshold=0.5,
         )
@@ -213,8 +219,11 @@ def test_training_pass_losses_are_coefficient_times_penalties(
     out = sae.training_forward_pass(step_input(x, entropy=0.3, covariance=2.5))
     bits = sae.encode_bits(x)
     assert bits.shape == (40, 6 * k)
-    expected_entropy = 0.3 * entropy_loss(bits, 0.5, reduction)
-    expected_cov = 2.5 * dependence_penalty(bits, penalty, reduction, chunk_size=5)
+    expected_entropy = 0.3 * entropy_loss(bits, 0.5, sae.cfg.entropy_reduction)
+    if reduction == "per_bit":  # pairwise sum / number of bits
+        expected_cov = 2.5 * dependence_penalty(bits, penalty, "sum", chunk_size=5) / (6 * k)
+    else:
+        expected_cov = 2.5 * dependence_penalty(bits, penalty, reduction, chunk_size=5)
     assert expected_entropy.item() > 0 and expected_cov.item() > 0
     torch.testing.assert_close(out.losses["entropy_loss"], expected_entropy)
     torch.testing.assert_close(out.losses["covariance_loss"], expected_cov)
@@ -244,7 +253,7 @@ def test_entropy_loss_gradient_matches_naive_sigmoid_surrogate() -> None:
     z = sae.hidden_pre(x).detach().requires_grad_(True)
     soft = torch.sigmoid(z / t)
     h = step_code(z) + (soft - soft.detach())
-    (0.8 * entropy_loss(h, 0.0, "mean")).backward()
+    (0.8 * entropy_loss(h, 0.0, sae.cfg.entropy_reduction)).backward()
     assert z.grad is not None and z.grad.abs().sum() > 0
     assert sae.b_enc.grad is not None and sae.W_enc.grad is not None
     torch.testing.assert_close(sae.b_enc.grad, z.grad.sum(dim=0))
@@ -287,7 +296,10 @@ def test_entropy_start_step_gate() -> None:
     before = sae.training_forward_pass(step_input(x, step=4, entropy=1.0))
     at = sae.training_forward_pass(step_input(x, step=5, entropy=1.0))
     assert before.losses["entropy_loss"].item() == 0.0
-    torch.testing.assert_close(at.losses["entropy_loss"], entropy_loss(sae.encode_bits(x)))
+    torch.testing.assert_close(
+        at.losses["entropy_loss"],
+        entropy_loss(sae.encode_bits(x), reduction=sae.cfg.entropy_reduction),
+    )
     assert at.losses["entropy_loss"].item() > 0
 
 

@@ -14,11 +14,16 @@ from bae_lens.bae import (
 
 register()
 
+from bae_lens import transcoders  # noqa: E402,F401  (registers "bae_transcoder")
+from bae_lens.io import load_bae, load_sae  # noqa: E402  (after registration)
+
 __all__ = [
     "BinaryAutoencoder",
     "BinaryAutoencoderConfig",
     "BinaryAutoencoderTraining",
     "BinaryAutoencoderTrainingConfig",
+    "load_bae",
+    "load_sae",
     "register",
 ]
 __version__ = "0.1.0"

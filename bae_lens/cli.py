@@ -170,7 +170,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     tokens = build_eval_tokens(
         tokenizer, eval_set["text"], args.context_size, args.eval_sequences, tokenizer.bos_token_id
     )
-    metrics = evaluate_sae(model, inference, tokens, args.hook)
+    metrics = evaluate_sae(model, inference, tokens, args.hook, batch_size=min(8, len(tokens)))
     plot_firing_rates(metrics, str(out / "firing_rates.png"), title=f"BAE at {args.hook}")
     summary = metrics.summary() | {
         "train_seconds": round(trained - started, 1),
@@ -243,6 +243,12 @@ SUBCOMMANDS: list[tuple[str, str, Any, Any]] = [
         "convert a model (and hidden states) written by the paper's released code",
         lambda p: __import__("bae_lens.legacy", fromlist=["_"]).add_import_legacy_args(p),
         lambda a: __import__("bae_lens.legacy", fromlist=["_"]).import_legacy_command(a),
+    ),
+    (
+        "entropy",
+        "entropy (bits) of the model's hidden states per layer/position, estimated with BAEs",
+        lambda p: __import__("bae_lens.entropy", fromlist=["_"]).add_entropy_args(p),
+        lambda a: __import__("bae_lens.entropy", fromlist=["_"]).entropy_command(a),
     ),
 ]
 

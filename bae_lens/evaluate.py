@@ -1,37 +1,69 @@
-"""Splice-in evaluation of any SAELens SAE at its hook (../shared/BAE_METHOD.md section 4).
+"""Splice-in evaluation of any SAELens dictionary at its hook (../shared/BAE_METHOD.md section 4).
 
-On held-out token sequences, three forward passes per batch: clean, with the hook's
-activation replaced by the SAE's reconstruction ("spliced"), and with it replaced by
-zeros. Position 0 (BOS) is never replaced and never counted in activation metrics: its
-residual is a norm outlier, and SAELens training excludes special tokens.
+A dictionary reads activations at its input hook (``cfg.metadata.hook_name``) and writes
+its reconstruction at its output hook (``cfg.metadata.hook_name_out`` for a transcoder,
+SAELens's own key; the input hook otherwise). On held-out token sequences ``[n, ctx]``,
+each batch runs once clean, once per output hook with that hook zero-ablated, and once
+per dictionary with the output hook's activation replaced by the reconstruction
+("spliced"). Position 0 (BOS) is never replaced and never counted in activation metrics:
+its residual is a norm outlier and SAELens training excludes special tokens. Likewise for
+massive activations elsewhere (SmolLM2: the first token after BOS now and then, norm ~160x
+the median): positions whose clean activation at the output hook has a norm above
+``outlier_norm_factor`` (default 10) times the batch's median are left clean and not
+counted (``n_outliers`` says how many), matching bae_lens.train's outlier filter. Several
+dictionaries evaluated together (:func:`evaluate_saes`) share the clean and zero-ablated
+passes.
 
-Formulas (x: hook activation of one token, x^ its reconstruction, sums over tokens):
-- CE loss recovered = (CE_zero - CE_spliced) / (CE_zero - CE_clean), CE the mean
-  next-token cross-entropy (nats) over every predicted position.
-- KL_spliced = mean over positions of KL(P_clean || P_spliced) (nats);
-  KL score = (KL_zero - KL_spliced) / KL_zero.
-- explained variance = 1 - sum ||x - x^||^2 / sum ||x - mean(x)||^2 (pooled).
-- MSE = mean over tokens and dimensions of (x - x^)^2.
-- L0 = mean number of nonzero code entries per token (ones, for a binary code).
-- firing rate p_j = fraction of tokens on which feature j is nonzero; dead = p_j = 0;
-  dense at f = p_j > f; burst L0 = sum_j min(p_j, 1 - p_j) (bits away from their
-  majority state); entropy = sum_j Hb(p_j) bits. For a BAE these use the raw bits
-  (d_sae * bits_per_feature of them).
+Formulas. x: the dictionary's input at one token, y: the clean activation at its output
+hook (y = x for an SAE), y^: its reconstruction, z: its code; sums run over the N
+evaluated tokens (BOS excluded), CE and KL over every predicted position.
+
+- CE = mean next-token cross-entropy (nats). CE loss recovered =
+  (CE_zero - CE_spliced) / (CE_zero - CE_clean): 1 for a perfect dictionary, 0 for one
+  no better than zeros (SAELens's ``ce_loss_score``).
+- KL_spliced = mean over positions of KL(P_clean || P_spliced) (nats); KL score =
+  (KL_zero - KL_spliced) / KL_zero (SAELens's ``kl_div_score``).
+- Explained variance = 1 - sum ||y - y^||^2 / sum ||y - mean(y)||^2, pooled over all
+  tokens (computed by SAELens's ``ExplainedVarianceCalculator``).
+- MSE = mean over tokens and dimensions of (y - y^)^2; ``mse_per_token`` = mean over
+  tokens of ||y - y^||^2 (SAELens's training convention, = d_out * MSE).
+- Firing indicator a_j = 1[z_j != 0]. For a BAE z is the raw bit vector (d_sae *
+  bits_per_feature bits, from ``encode_bits``), so a_j is the bit itself.
+- L0 = mean over tokens of sum_j a_j (ones per token for a binary code).
+- Firing rate p_j = mean over tokens of a_j; dead: p_j = 0; always on: p_j = 1; dense at
+  f: p_j > f, reported at f = 1%, 10% (SAEBench) and 50% (a bit "on by default").
+- Burst L0 = sum_j min(p_j, 1 - p_j): the mean number of features away from their
+  majority state (= L0 when no feature fires on more than half of the tokens).
+- Entropy = sum_j Hb(p_j) bits, Hb(p) = -p log2 p - (1 - p) log2 (1 - p): the sum of
+  marginal entropies, an upper bound on the code's joint entropy.
+
+Example::
+
+    tokens = build_eval_tokens(model.tokenizer, texts, 128, 32, model.tokenizer.bos_token_id)
+    metrics = evaluate_sae(model, SAE.load_from_disk("runs/bae"), tokens)
+    print(metrics_table({"bae": metrics}))
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import math
+import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from sae_lens import SAE
+from sae_lens.evals import ExplainedVarianceCalculator
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from bae_lens.hooks import sae_hook_name, splice, zero_ablate
+from bae_lens.hooks import sae_hook_name
 from bae_lens.penalties import code_stats_from_rates
 
 logger = logging.getLogger(__name__)
@@ -44,7 +76,12 @@ class SpliceMetrics:
     """What :func:`evaluate_sae` measured (see the module docstring for formulas)."""
 
     hook_name: str
+    """Output hook: where the reconstruction was spliced in."""
+    input_hook_name: str
+    """Where the dictionary read its input (= hook_name except for transcoders)."""
     n_tokens: int
+    n_outliers: int
+    """Non-BOS positions left clean and uncounted as massive activations."""
     ce_clean: float
     ce_spliced: float
     ce_zero_ablation: float
@@ -54,6 +91,7 @@ class SpliceMetrics:
     kl_score: float
     explained_variance: float
     mse: float
+    mse_per_token: float
     l0: float
     burst_l0: float
     entropy_bits: float
@@ -61,6 +99,7 @@ class SpliceMetrics:
     n_dead: int
     n_always_on: int
     n_dense: dict[str, int]
+    """Features with firing rate > f, keyed by f ("0.01", "0.1", "0.5")."""
     firing_rates: list[float] = field(repr=False)
 
     def summary(self) -> dict[str, Any]:
@@ -76,6 +115,8 @@ def build_eval_tokens(
     """Concatenate ``texts`` and cut into ``[n, context_size]`` rows, each starting with BOS."""
     if context_size < 2:
         raise ValueError(f"context_size={context_size} must be >= 2")
+    if max_sequences < 1:
+        raise ValueError(f"max_sequences={max_sequences} must be >= 1")
     body = context_size - 1
     ids: list[int] = []
     for text in texts:
@@ -92,16 +133,16 @@ def build_eval_tokens(
     return torch.cat([bos, rows], dim=1)
 
 
-def _next_token_ce(logits: Tensor, tokens: Tensor) -> Tensor:
-    """Summed next-token cross-entropy over all predicted positions."""
-    return F.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="sum"
-    )
+def dictionary_hooks(sae: SAE[Any], hook_name: str | None = None) -> tuple[str, str]:
+    """(input hook, output hook) of ``sae``; ``hook_name`` overrides both for an SAE and
+    the input hook of a transcoder (whose output hook is ``metadata.hook_name_out``)."""
+    hook_in = sae_hook_name(sae, hook_name)
+    hook_out = sae.cfg.metadata.get("hook_name_out") or hook_in
+    return hook_in, hook_out
 
 
-def _kl_sum(clean_logprobs: Tensor, logits: Tensor) -> Tensor:
-    logprobs = logits.float().log_softmax(-1)
-    return (clean_logprobs.exp() * (clean_logprobs - logprobs)).sum()
+def _d_out(sae: SAE[Any]) -> int:
+    return int(getattr(sae.cfg, "d_out", sae.cfg.d_in))
 
 
 def _code(sae: SAE[Any], x: Tensor) -> Tensor:
@@ -110,84 +151,280 @@ def _code(sae: SAE[Any], x: Tensor) -> Tensor:
     return encode_bits(x) if callable(encode_bits) else sae.encode(x)
 
 
+def _next_token_ce(logits: Tensor, tokens: Tensor) -> Tensor:
+    """Summed next-token cross-entropy over all predicted positions."""
+    return F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="sum"
+    )
+
+
+def _kl_sum(clean_logprobs: Tensor, logits: Tensor) -> Tensor:
+    """sum over positions of KL(P_clean || P) (nats)."""
+    logprobs = logits.float().log_softmax(-1)
+    return (clean_logprobs.exp() * (clean_logprobs - logprobs)).sum()
+
+
+def _clean_positions(activation: Tensor, factor: float | None) -> Tensor:
+    """``[batch, pos]`` mask of positions kept clean: BOS, and norms > factor x median."""
+    norms = activation.flatten(2).norm(dim=-1)  # [batch, pos]
+    mask = torch.zeros_like(norms, dtype=torch.bool)
+    mask[:, 0] = True
+    if factor is not None:
+        mask |= norms > factor * norms[:, 1:].median()
+    return mask
+
+
+def _replace_hook(replacement: Tensor, keep_clean: Tensor) -> Any:
+    """Hook returning ``replacement`` except where ``keep_clean`` [batch, pos] is True."""
+
+    def hook(activation: Tensor, hook: Any = None) -> Tensor:
+        out = replacement.to(activation.dtype).clone()
+        out[keep_clean] = activation[keep_clean]
+        return out
+
+    return hook
+
+
+class _Accumulator:
+    """Running sums for one dictionary."""
+
+    def __init__(self) -> None:
+        self.ev = ExplainedVarianceCalculator()
+        self.ce = 0.0
+        self.kl = 0.0
+        self.sq = 0.0
+        self.fire: Tensor | None = None
+        self.n = 0
+        self.n_outliers = 0
+
+    def add_activations(self, target: Tensor, recon: Tensor, code: Tensor) -> None:
+        """``target``, ``recon`` ``[n, d_out]``; ``code`` ``[n, n_features]``, BOS dropped."""
+        self.ev.add_batch(sae_output=recon, hidden_acts=target)
+        self.sq += float((target - recon).pow(2).sum())
+        counts = (code != 0).sum(0).double().cpu()
+        self.fire = counts if self.fire is None else self.fire + counts
+        self.n += target.shape[0]
+
+
+def _check_inputs(
+    model: Any, hooks: Mapping[str, tuple[str, str]], tokens: Tensor, batch_size: int
+) -> None:
+    if not hooks:
+        raise ValueError("saes is empty: pass at least one dictionary")
+    if tokens.ndim != 2 or tokens.shape[1] < 2 or tokens.shape[0] == 0:
+        raise ValueError(f"tokens of shape {tuple(tokens.shape)}: need [n >= 1, ctx >= 2]")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    if tokens.shape[0] < batch_size:
+        raise ValueError(
+            f"evaluation set has {tokens.shape[0]} sequences, fewer than one batch "
+            f"(batch_size={batch_size}): pass more held-out sequences or a smaller batch_size"
+        )
+    for name, pair in hooks.items():
+        for hook in pair:
+            if hook not in model.hook_dict:
+                raise ValueError(f"{name}: hook_name={hook!r} is not a hook of the model")
+
+
+def _check_dims(name: str, sae: SAE[Any], hooks: tuple[str, str], x: Tensor, y: Tensor) -> None:
+    if x.shape[-1] != sae.cfg.d_in:
+        raise ValueError(
+            f"{name}: d_in={sae.cfg.d_in} does not match hook {hooks[0]!r}, whose "
+            f"activations have shape {tuple(x.shape)} (last dimension {x.shape[-1]})"
+        )
+    if y.shape[-1] != _d_out(sae):
+        raise ValueError(
+            f"{name}: output dimension {_d_out(sae)} does not match hook {hooks[1]!r} "
+            f"(last dimension {y.shape[-1]})"
+        )
+
+
 @torch.no_grad()
+def evaluate_saes(
+    model: Any,
+    saes: Mapping[str, SAE[Any]],
+    tokens: Tensor,
+    batch_size: int = 8,
+    hook_names: Mapping[str, str] | None = None,
+    outlier_norm_factor: float | None = 10.0,
+) -> dict[str, SpliceMetrics]:
+    """Evaluate every dictionary in ``saes`` (name -> SAE) on ``tokens`` ``[n, ctx]``.
+
+    ``hook_names`` optionally overrides a dictionary's recorded input hook. The clean and
+    zero-ablated forward passes are shared. Only whole batches are evaluated (the last
+    ``n % batch_size`` sequences are left out, so every batch has the same size). Raises ValueError for a hook the model lacks,
+    a d_in that does not match the hook, or fewer than ``batch_size`` sequences.
+    """
+    overrides = hook_names or {}
+    hooks = {name: dictionary_hooks(sae, overrides.get(name)) for name, sae in saes.items()}
+    _check_inputs(model, hooks, tokens, batch_size)
+    needed = sorted({h for pair in hooks.values() for h in pair})
+    out_hooks = sorted({pair[1] for pair in hooks.values()})
+    acc = {name: _Accumulator() for name in saes}
+    ce_clean = 0.0
+    ce_zero = dict.fromkeys(out_hooks, 0.0)
+    kl_zero = dict.fromkeys(out_hooks, 0.0)
+    n_pred = 0
+    for sae in saes.values():
+        sae.eval()
+    device = next(iter(saes.values())).device
+    n_batches = tokens.shape[0] // batch_size  # whole batches only: every batch the same size
+    for b in tqdm(range(n_batches), desc="evaluate", leave=False):
+        batch = tokens[b * batch_size : (b + 1) * batch_size].to(device)
+        clean, cache = model.run_with_cache(batch, names_filter=needed)
+        clean_logprobs = clean.float().log_softmax(-1)[:, :-1]
+        ce_clean += float(_next_token_ce(clean, batch))
+        n_pred += batch.shape[0] * (batch.shape[1] - 1)
+        keep_clean = {h: _clean_positions(cache[h], outlier_norm_factor) for h in out_hooks}
+        for hook in out_hooks:
+            zero = model.run_with_hooks(
+                batch,
+                fwd_hooks=[(hook, _replace_hook(torch.zeros_like(cache[hook]), keep_clean[hook]))],
+            )
+            ce_zero[hook] += float(_next_token_ce(zero, batch))
+            kl_zero[hook] += float(_kl_sum(clean_logprobs, zero[:, :-1]))
+        for name, sae in saes.items():
+            hook_in, hook_out = hooks[name]
+            x, y = cache[hook_in], cache[hook_out]
+            _check_dims(name, sae, hooks[name], x, y)
+            recon = sae.decode(sae.encode(x.to(sae.dtype)))  # [batch, pos, d_out]
+            clean_at = keep_clean[hook_out]
+            spliced = model.run_with_hooks(
+                batch, fwd_hooks=[(hook_out, _replace_hook(recon, clean_at))]
+            )
+            acc[name].ce += float(_next_token_ce(spliced, batch))
+            acc[name].kl += float(_kl_sum(clean_logprobs, spliced[:, :-1]))
+            counted = ~clean_at  # [batch, pos]: BOS and massive activations left out
+            acc[name].n_outliers += int(clean_at[:, 1:].sum())
+            acc[name].add_activations(
+                y[counted].float(),
+                recon[counted].float(),
+                _code(sae, x[counted].to(sae.dtype)),  # [n_counted, n_features]
+            )
+    return {
+        name: _finish(
+            acc[name],
+            hooks[name],
+            _d_out(saes[name]),
+            ce_clean / n_pred,
+            ce_zero[hooks[name][1]] / n_pred,
+            kl_zero[hooks[name][1]] / n_pred,
+            n_pred,
+        )
+        for name in saes
+    }
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den != 0 else float("nan")
+
+
+def code_statistics(rates: Tensor) -> dict[str, Any]:
+    """L0, burst L0, entropy (bits), feature, dead, always-on and dense counts of a code
+    whose features fire at ``rates`` (fractions of tokens); formulas in the module doc.
+
+    >>> code_statistics(torch.tensor([0.0, 1.0, 0.25]))["burst_l0"]
+    0.25
+    """
+    stats = code_stats_from_rates(rates)
+    return {
+        "l0": stats.l0,
+        "burst_l0": stats.burst_l0,
+        "entropy_bits": stats.entropy_bits,
+        "n_features": int(rates.numel()),
+        "n_dead": int((rates == 0).sum()),
+        "n_always_on": int((rates == 1).sum()),
+        "n_dense": {f"{t:g}": int((rates > t).sum()) for t in DENSE_THRESHOLDS},
+    }
+
+
+def _finish(
+    acc: _Accumulator,
+    hooks: tuple[str, str],
+    d_out: int,
+    ce_clean: float,
+    ce_zero: float,
+    kl_zero: float,
+    n_pred: int,
+) -> SpliceMetrics:
+    if acc.fire is None:  # unreachable after _check_inputs: at least one batch ran
+        raise ValueError("no tokens were evaluated")
+    rates = acc.fire / acc.n
+    stats = code_statistics(rates)
+    ce_spliced, kl_spliced = acc.ce / n_pred, acc.kl / n_pred
+    return SpliceMetrics(
+        hook_name=hooks[1],
+        input_hook_name=hooks[0],
+        n_tokens=acc.n,
+        n_outliers=acc.n_outliers,
+        ce_clean=ce_clean,
+        ce_spliced=ce_spliced,
+        ce_zero_ablation=ce_zero,
+        ce_loss_recovered=_ratio(ce_zero - ce_spliced, ce_zero - ce_clean),
+        kl_spliced=kl_spliced,
+        kl_zero_ablation=kl_zero,
+        kl_score=_ratio(kl_zero - kl_spliced, kl_zero),
+        explained_variance=acc.ev.compute(),
+        mse=acc.sq / (acc.n * d_out),
+        mse_per_token=acc.sq / acc.n,
+        firing_rates=rates.tolist(),
+        **stats,
+    )
+
+
 def evaluate_sae(
     model: Any,
     sae: SAE[Any],
     tokens: Tensor,
     hook_name: str | None = None,
     batch_size: int = 8,
+    outlier_norm_factor: float | None = 10.0,
 ) -> SpliceMetrics:
     """Splice ``sae`` into ``model`` at its hook on ``tokens`` ``[n, ctx]`` and measure."""
-    hook = sae_hook_name(sae, hook_name)
-    if hook not in model.hook_dict:
-        raise ValueError(f"hook_name={hook!r} is not a hook of the model")
-    if tokens.ndim != 2 or tokens.shape[1] < 2 or tokens.shape[0] == 0:
-        raise ValueError(f"tokens of shape {tuple(tokens.shape)}: need [n >= 1, ctx >= 2]")
-    sums: dict[str, Any] = dict.fromkeys(("ce_c", "ce_s", "ce_z", "kl_s", "kl_z", "sq"), 0.0)
-    acts_sum = acts_sq_sum = None
-    fire_counts: Tensor | None = None
-    n_act = n_pred = 0
-    l0_sum = 0.0
-    cache: dict[str, Tensor] = {}
+    overrides = {"sae": hook_name} if hook_name else None
+    saes = {"sae": sae}
+    return evaluate_saes(model, saes, tokens, batch_size, overrides, outlier_norm_factor)["sae"]
 
-    def store(act: Tensor, hook: Any = None) -> Tensor:
-        cache["x"] = act
-        return act
 
-    sae.eval()
-    for start in tqdm(range(0, tokens.shape[0], batch_size), desc="evaluate", leave=False):
-        batch = tokens[start : start + batch_size].to(sae.device)
-        clean = model.run_with_hooks(batch, fwd_hooks=[(hook, store)])
-        spliced = model.run_with_hooks(batch, fwd_hooks=splice(sae, hook, keep_first_position=True))
-        zero = model.run_with_hooks(batch, fwd_hooks=zero_ablate(hook, keep_first_position=True))
-        clean_logprobs = clean.float().log_softmax(-1)
-        sums["ce_c"] += _next_token_ce(clean, batch)
-        sums["ce_s"] += _next_token_ce(spliced, batch)
-        sums["ce_z"] += _next_token_ce(zero, batch)
-        sums["kl_s"] += _kl_sum(clean_logprobs[:, :-1], spliced[:, :-1])
-        sums["kl_z"] += _kl_sum(clean_logprobs[:, :-1], zero[:, :-1])
-        n_pred += batch.shape[0] * (batch.shape[1] - 1)
+TABLE_COLUMNS = (
+    ("hook", "hook_name", "{}"),
+    ("L0", "l0", "{:.1f}"),
+    ("burst L0", "burst_l0", "{:.1f}"),
+    ("CE rec.", "ce_loss_recovered", "{:.3f}"),
+    ("KL score", "kl_score", "{:.3f}"),
+    ("KL (nats)", "kl_spliced", "{:.4f}"),
+    ("EV", "explained_variance", "{:.3f}"),
+    ("MSE", "mse", "{:.4g}"),
+    ("entropy (bits)", "entropy_bits", "{:.0f}"),
+    ("features", "n_features", "{}"),
+    ("dead", "n_dead", "{}"),
+    (">1%", "n_dense.0.01", "{}"),
+    (">10%", "n_dense.0.1", "{}"),
+    (">50%", "n_dense.0.5", "{}"),
+)
 
-        x = cache["x"][:, 1:].flatten(0, 1).float()  # [batch*(pos-1), d_in], BOS dropped
-        recon = sae.decode(sae.encode(x)).float()
-        code = (_code(sae, x) != 0).float()
-        sums["sq"] += (x - recon).pow(2).sum()
-        acts_sum = x.sum(0) if acts_sum is None else acts_sum + x.sum(0)
-        acts_sq_sum = (x * x).sum() if acts_sq_sum is None else acts_sq_sum + (x * x).sum()
-        counts = code.sum(0)
-        fire_counts = counts if fire_counts is None else fire_counts + counts
-        l0_sum += float(code.sum())
-        n_act += x.shape[0]
 
-    assert acts_sum is not None and acts_sq_sum is not None and fire_counts is not None
-    total_var = float(acts_sq_sum - acts_sum.pow(2).sum() / n_act)
-    ce = {k: float(sums[k]) / n_pred for k in ("ce_c", "ce_s", "ce_z")}
-    kl_s, kl_z = float(sums["kl_s"]) / n_pred, float(sums["kl_z"]) / n_pred
-    rates = fire_counts / n_act
-    stats = code_stats_from_rates(rates)
-    ce_gap = ce["ce_z"] - ce["ce_c"]
-    return SpliceMetrics(
-        hook_name=hook,
-        n_tokens=n_act,
-        ce_clean=ce["ce_c"],
-        ce_spliced=ce["ce_s"],
-        ce_zero_ablation=ce["ce_z"],
-        ce_loss_recovered=(ce["ce_z"] - ce["ce_s"]) / ce_gap if ce_gap != 0 else float("nan"),
-        kl_spliced=kl_s,
-        kl_zero_ablation=kl_z,
-        kl_score=(kl_z - kl_s) / kl_z if kl_z != 0 else float("nan"),
-        explained_variance=1 - float(sums["sq"]) / total_var if total_var > 0 else float("nan"),
-        mse=float(sums["sq"]) / (n_act * sae.cfg.d_in),
-        l0=l0_sum / n_act,
-        burst_l0=stats.burst_l0,
-        entropy_bits=stats.entropy_bits,
-        n_features=int(rates.numel()),
-        n_dead=int((rates == 0).sum()),
-        n_always_on=int((rates == 1).sum()),
-        n_dense={f"{t:g}": int((rates > t).sum()) for t in DENSE_THRESHOLDS},
-        firing_rates=rates.cpu().tolist(),
-    )
+def _cell(summary: dict[str, Any], key: str, fmt: str) -> str:
+    value: Any = summary
+    for part in key.split(".", 1):
+        value = value[part]
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return fmt.format(value)
+
+
+def metrics_table(rows: Mapping[str, SpliceMetrics | dict[str, Any]], extra: str = "") -> str:
+    """A markdown table, one row per dictionary (``extra``: a summary key to add as a column)."""
+    columns = list(TABLE_COLUMNS) + ([(extra, extra, "{}")] if extra else [])
+    lines = [
+        "| dictionary | " + " | ".join(c[0] for c in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for name, metrics in rows.items():
+        summary = metrics.summary() if isinstance(metrics, SpliceMetrics) else metrics
+        cells = [_cell(summary, key, fmt) for _, key, fmt in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot_firing_rates(metrics: SpliceMetrics, path: str, title: str = "") -> None:
@@ -203,8 +440,8 @@ def plot_firing_rates(metrics: SpliceMetrics, path: str, title: str = "") -> Non
     if alive.numel():
         ax.hist(alive.log10().numpy(), bins=60, color="#3b6ea8")
     for t in DENSE_THRESHOLDS:
-        ax.axvline(torch.tensor(t).log10().item(), color="#b33", ls="--", lw=1)
-        ax.text(torch.tensor(t).log10().item(), ax.get_ylim()[1] * 0.95, f" {t:g}", color="#b33")
+        ax.axvline(math.log10(t), color="#b33", ls="--", lw=1)
+        ax.text(math.log10(t), ax.get_ylim()[1] * 0.95, f" {t:g}", color="#b33")
     ax.set_xlabel("log10 firing rate (fraction of tokens)")
     ax.set_ylabel("features")
     ax.set_title(
@@ -214,3 +451,82 @@ def plot_firing_rates(metrics: SpliceMetrics, path: str, title: str = "") -> Non
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ---- `bae-lens eval` -------------------------------------------------------------------
+
+
+def add_eval_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``bae-lens eval``."""
+    p.add_argument("saes", nargs="+", help="SAELens save folders (cfg.json + safetensors)")
+    p.add_argument("--model", default=None, help="model name (default: the embedded SmolLM2)")
+    p.add_argument("--hook", default=None, help="override the SAEs' recorded input hook")
+    p.add_argument("--dataset", default="embedded", help="as for `bae-lens train` (eval split)")
+    p.add_argument("--context-size", type=int, default=128)
+    p.add_argument("--eval-sequences", type=int, default=32, help="held-out sequences")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
+    p.add_argument("--output", default="runs/eval", help="folder for eval.json/.md and plots")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def set_threads(threads: int | None) -> None:
+    """``threads`` torch CPU threads; one by default on machines with <= 2 cores (as
+    ``bae-lens train``: extra OpenMP threads are far slower when the cores are shared)."""
+    if threads is None and (os.cpu_count() or 1) <= 2:
+        threads = 1
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def load_eval_tokens(model: Any, dataset: str, context_size: int, n_sequences: int) -> Tensor:
+    """Held-out tokens from ``dataset``'s eval split ("embedded" or a local path/hub name)."""
+    from bae_lens import corpus
+
+    if dataset == "embedded":
+        data = corpus.load_embedded_corpus("eval")
+    else:
+        data = corpus.load_text_dataset(dataset, split="eval")
+    tok = model.tokenizer
+    return build_eval_tokens(tok, data["text"], context_size, n_sequences, tok.bos_token_id)
+
+
+def write_results(
+    results: Mapping[str, SpliceMetrics], out: Path, extra: Mapping[str, Any]
+) -> None:
+    """``eval.json`` (all metrics + firing rates), ``eval.md`` and one histogram each."""
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "meta": dict(extra),
+        "results": {
+            name: m.summary() | {"firing_rates": m.firing_rates} for name, m in results.items()
+        },
+    }
+    (out / "eval.json").write_text(json.dumps(payload, indent=1))
+    (out / "eval.md").write_text(metrics_table(results) + "\n")
+    for name, m in results.items():
+        plot_firing_rates(m, str(out / f"firing_rates_{name}.png"), title=name)
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    """``bae-lens eval``: load SAEs from disk, evaluate side by side, write and print."""
+    import bae_lens  # noqa: F401  (registers the "bae" architecture)
+    from bae_lens import models
+    from bae_lens.transcoders import register_transcoders
+
+    register_transcoders()
+    set_threads(args.threads)
+    for path in args.saes:
+        if not (Path(path) / "cfg.json").exists():
+            raise ValueError(f"{path!r} is not a SAELens save folder (no cfg.json)")
+    if len({Path(p).name for p in args.saes}) != len(args.saes):
+        raise ValueError(f"SAE folders {args.saes} have repeated names")
+    saes = {Path(p).name: SAE.load_from_disk(p, device=args.device) for p in args.saes}
+    model = models.load_model(args.model or models.EMBEDDED_MODEL_NAME, device=args.device)
+    tokens = load_eval_tokens(model, args.dataset, args.context_size, args.eval_sequences)
+    overrides = dict.fromkeys(saes, args.hook) if args.hook else None
+    results = evaluate_saes(model, saes, tokens, args.batch_size, overrides)
+    write_results(results, Path(args.output), {"saes": args.saes, "n_sequences": len(tokens)})
+    print(metrics_table(results))
+    print(f"\nwritten to {args.output}/eval.json, eval.md, firing_rates_*.png")
+    return 0

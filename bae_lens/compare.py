@@ -1,0 +1,401 @@
+"""``bae-lens compare``: train (or load) a set of dictionaries at one hook, evaluate them
+side by side, and write one table (markdown + JSON) and one plot of L0 against CE loss
+recovered.
+
+Dictionaries (names accepted by ``--dictionaries``):
+
+- ``bae``: the main job's BAE (``BinaryAutoencoderTrainingConfig`` with
+  ``bae-lens train``'s defaults, through :func:`bae_lens.train.train_sae`);
+- ``random_bae``: the random-code control (:mod:`bae_lens.baselines`), firing rate
+  matched to the BAE's mean bit rate when the BAE is in the set;
+- ``standard``, ``topk``, ``batchtopk``, ``jumprelu``, ``gated``: SAELens's architectures;
+- ``transcoder_relu``, ``transcoder_bae``: transcoders of the same block's MLP
+  (``blocks.L.ln2.hook_normalized`` -> ``blocks.L.hook_mlp_out``), so their CE loss
+  recovered is measured against zero-ablating that MLP's output, not the hook.
+
+All of them train on one activation cache (:func:`bae_lens.baselines.cache_activations`),
+at width ``expansion * d_model``, with the same tokens, batch size, learning rate and seed.
+Metrics are those of :mod:`bae_lens.evaluate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import re
+import shutil
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from sae_lens import SAE
+
+from bae_lens.baselines import (
+    NORMALIZE,
+    RANDOM_CONTROL,
+    SAELENS_BASELINES,
+    baseline_config,
+    cache_activations,
+    cached_hooks,
+)
+from bae_lens.evaluate import SpliceMetrics, evaluate_saes, metrics_table, set_threads
+from bae_lens.transcoders import TranscoderTrainingConfig, train_transcoder
+
+logger = logging.getLogger(__name__)
+
+TRANSCODERS = {"transcoder_relu": "relu", "transcoder_bae": "binary"}
+DICTIONARIES = ("bae", RANDOM_CONTROL, *SAELENS_BASELINES, *TRANSCODERS)
+_LAYER_RE = re.compile(r"^blocks\.(\d+)\.")
+
+
+@dataclass
+class CompareSettings:
+    """What every dictionary of one comparison shares."""
+
+    hook: str
+    expansion: int = 4
+    training_tokens: int = 300_000
+    batch_tokens: int = 1024
+    context_size: int = 128
+    lr: float = 1e-3
+    seed: int = 42
+    k: int = 32
+    """topk/batchtopk k and jumprelu target L0."""
+    l1_coefficient: float = 5.0
+    """standard, gated and the ReLU transcoder."""
+    random_firing_rate: float | None = None
+    """random_bae's per-bit rate; None: the BAE's mean rate (0.05 without a BAE)."""
+    device: str = "cpu"
+    model_name: str = "custom"
+    n_batches_for_norm_estimate: int = 20
+    """As :func:`bae_lens.train.train_sae` (the norm estimate reads these batches first)."""
+    exclude_special_tokens: bool = True
+    """Drop BOS and other special tokens from training (as `bae-lens train`)."""
+
+
+def transcoder_hooks(hook: str) -> tuple[str, str]:
+    """(MLP input, MLP output) hooks of the block that ``hook`` belongs to."""
+    match = _LAYER_RE.match(hook)
+    if match is None:
+        raise ValueError(
+            f"hook={hook!r} names no block (blocks.L....): transcoders need a block's MLP"
+        )
+    layer = match.group(1)
+    return f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out"
+
+
+def check_dictionaries(names: list[str]) -> None:
+    unknown = [n for n in names if n not in DICTIONARIES]
+    if unknown or not names:
+        raise ValueError(f"dictionaries={names} : unknown {unknown}; allowed {list(DICTIONARIES)}")
+
+
+def _cache_tokens(s: CompareSettings) -> int:
+    """Tokens to cache so no dictionary wraps around: the training tokens plus the norm
+    estimate's batches, plus the BOS positions that training drops, plus 2%."""
+    needed = s.training_tokens + s.n_batches_for_norm_estimate * s.batch_tokens
+    return math.ceil(needed * s.context_size / (s.context_size - 1) * 1.02)
+
+
+def _bae_firing_rate(folder: Path) -> float | None:
+    """The BAE's mean bit firing rate over its last logged training steps."""
+    log = folder / "training_log.jsonl"
+    cfg = folder / "cfg.json"
+    if not (log.exists() and cfg.exists()):
+        return None
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    info = json.loads(cfg.read_text())
+    n_bits = info["d_sae"] * info.get("bits_per_feature", 1)
+    l0s = [r["l0"] for r in records[-5:] if "l0" in r]
+    return min(max(sum(l0s) / len(l0s) / n_bits, 1e-4), 0.5) if l0s else None
+
+
+def train_dictionary(
+    name: str, model: Any, train_set: Any, cache: Path, out: Path, s: CompareSettings
+) -> None:
+    """Train dictionary ``name`` on the cached activations and save it to ``out``."""
+    from bae_lens.cli import _MAIN_JOB_DEFAULTS
+    from bae_lens.train import train_sae
+
+    d_in = model.cfg.d_model
+    d_sae = s.expansion * d_in
+    common: dict[str, Any] = {
+        "model_name": s.model_name,
+        "training_tokens": s.training_tokens,
+        "train_batch_size_tokens": s.batch_tokens,
+        "context_size": s.context_size,
+        "lr": s.lr,
+        "device": s.device,
+        "seed": s.seed,
+        "exclude_special_tokens": s.exclude_special_tokens,
+    }
+    torch.manual_seed(s.seed)
+    if name in TRANSCODERS:
+        hook_in, hook_out = transcoder_hooks(s.hook)
+        cfg = TranscoderTrainingConfig(
+            d_in=d_in,
+            d_sae=d_sae,
+            d_out=d_in,
+            code=TRANSCODERS[name],  # type: ignore[arg-type]
+            l1_coefficient=s.l1_coefficient,
+            device=s.device,
+            **({k: v for k, v in _MAIN_JOB_DEFAULTS.items() if k.endswith("_coefficient")}),
+        )
+        common.pop("device")
+        train_transcoder(
+            model, cfg, hook_in, hook_out, out, cached_activations_path=cache, **common
+        )
+        return
+    sae_cfg: Any
+    if name == "bae":
+        from bae_lens.bae import BinaryAutoencoderTrainingConfig
+
+        sae_cfg = BinaryAutoencoderTrainingConfig(
+            d_in=d_in,
+            d_sae=d_sae,
+            device=s.device,
+            normalize_activations=NORMALIZE,
+            **_MAIN_JOB_DEFAULTS,
+        )
+    else:
+        rate = s.random_firing_rate or _bae_firing_rate(out.parent / "bae") or 0.05
+        sae_cfg = baseline_config(
+            name,
+            d_in,
+            d_sae,
+            k=s.k,
+            l1_coefficient=s.l1_coefficient,
+            device=s.device,
+            firing_rate=rate,
+        )
+    train_sae(
+        model,
+        train_set,
+        sae_cfg,
+        s.hook,
+        out,
+        use_cached_activations=True,
+        cached_activations_path=str(cache),
+        n_batches_for_norm_estimate=s.n_batches_for_norm_estimate,
+        **common,
+    )
+
+
+def run_compare(
+    model: Any,
+    train_set: Any,
+    eval_tokens: torch.Tensor,
+    dictionaries: list[str],
+    settings: CompareSettings,
+    work_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    reuse: bool = False,
+    keep_cache: bool = False,
+    eval_batch_size: int = 8,
+) -> dict[str, Any]:
+    """Train (or, with ``reuse``, load) ``dictionaries`` under ``work_dir``, evaluate them on
+    ``eval_tokens`` and write ``compare.md``, ``compare.json`` and ``l0_vs_ce.png`` to
+    ``output_dir``. Returns the JSON payload."""
+    check_dictionaries(dictionaries)
+    if settings.hook not in model.hook_dict:
+        raise ValueError(f"hook_name={settings.hook!r} is not a hook of the model")
+    work, out = Path(work_dir), Path(output_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    hooks = [settings.hook]
+    if any(n in TRANSCODERS for n in dictionaries):
+        hooks += [h for h in transcoder_hooks(settings.hook) if h not in hooks]
+    todo = [n for n in dictionaries if not (reuse and (work / n / "cfg.json").exists())]
+    timings: dict[str, float] = {}
+    cache = work / "activations"
+    if todo:
+        started = time.time()
+        if not (reuse and cache.exists() and set(hooks) <= set(cached_hooks(cache))):
+            shutil.rmtree(cache, ignore_errors=True)
+            cache_activations(
+                model,
+                train_set,
+                hooks,
+                cache,
+                n_tokens=_cache_tokens(settings),
+                context_size=settings.context_size,
+            )
+        timings["cache_activations"] = time.time() - started
+    # the BAE first: the random control matches its firing rate
+    for name in sorted(todo, key=lambda n: n != "bae"):
+        started = time.time()
+        shutil.rmtree(work / name, ignore_errors=True)
+        logger.info("training %s", name)
+        train_dictionary(name, model, train_set, cache, work / name, settings)
+        timings[f"train_{name}"] = time.time() - started
+    if todo and not keep_cache:
+        shutil.rmtree(cache, ignore_errors=True)
+    saes = {n: SAE.load_from_disk(work / n, device=settings.device) for n in dictionaries}
+    started = time.time()
+    results = evaluate_saes(model, saes, eval_tokens, eval_batch_size)
+    timings["evaluate"] = time.time() - started
+    payload = {
+        "settings": asdict(settings),
+        "environment": environment(),
+        "eval_tokens": list(eval_tokens.shape),
+        "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
+        "results": {n: m.summary() | {"firing_rates": m.firing_rates} for n, m in results.items()},
+    }
+    (out / "compare.json").write_text(json.dumps(payload, indent=1))
+    (out / "compare.md").write_text(metrics_table(results) + "\n")
+    plot_l0_vs_ce(
+        results, str(out / "l0_vs_ce.png"), title=f"{settings.model_name} {settings.hook}"
+    )
+    return payload
+
+
+def environment() -> dict[str, Any]:
+    """Versions and machine, for the results README."""
+    from importlib.metadata import version
+
+    return {
+        "python": sys.version.split()[0],
+        **{p: version(p) for p in ("torch", "sae-lens", "transformer-lens", "bae-lens")},
+        "machine": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def plot_l0_vs_ce(results: Mapping[str, SpliceMetrics], path: str, title: str = "") -> None:
+    """L0 (log scale) against CE loss recovered, one labelled point per dictionary; binary
+    codes also show their burst L0 (hollow, joined to L0); transcoders are squares."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (name, m) in enumerate(results.items()):
+        color = f"C{i % 10}"
+        marker = "s" if m.input_hook_name != m.hook_name else "o"
+        l0 = max(m.l0, 1e-2)
+        ax.scatter([l0], [m.ce_loss_recovered], color=color, marker=marker, zorder=3, label=name)
+        ax.annotate(
+            name, (l0, m.ce_loss_recovered), textcoords="offset points", xytext=(5, 4), fontsize=8
+        )
+        if "bae" in name or m.burst_l0 < 0.999 * m.l0:
+            burst = max(m.burst_l0, 1e-2)
+            ax.plot([l0, burst], [m.ce_loss_recovered] * 2, color=color, lw=0.8, ls=":")
+            ax.scatter(
+                [burst],
+                [m.ce_loss_recovered],
+                facecolors="none",
+                edgecolors=color,
+                marker=marker,
+                zorder=3,
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("L0 (active features per token; hollow: burst L0)")
+    ax.set_ylabel("CE loss recovered")
+    ax.set_title(f"{title}\nsquares: transcoders (vs. zero-ablating the MLP output)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---- `bae-lens compare` ----------------------------------------------------------------
+
+
+def add_compare_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``bae-lens compare``."""
+    from bae_lens.cli import DEFAULT_HOOK
+
+    p.add_argument("--model", default=None, help="model name (default: the embedded SmolLM2)")
+    p.add_argument("--hook", default=DEFAULT_HOOK, help="TransformerLens hook name")
+    p.add_argument("--dataset", default="embedded", help="as for `bae-lens train`")
+    p.add_argument(
+        "--dictionaries",
+        default=",".join(DICTIONARIES),
+        help=f"comma-separated subset of {','.join(DICTIONARIES)}",
+    )
+    p.add_argument("--expansion", type=int, default=4, help="d_sae = expansion * d_in")
+    p.add_argument("--training-tokens", type=int, default=300_000)
+    p.add_argument("--batch-tokens", type=int, default=1024, help="tokens per minibatch")
+    p.add_argument("--context-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--k", type=int, default=32, help="topk/batchtopk k, jumprelu target L0")
+    p.add_argument(
+        "--l1-coefficient", type=float, default=5.0, help="standard, gated, ReLU transcoder"
+    )
+    p.add_argument(
+        "--random-firing-rate",
+        type=float,
+        default=None,
+        help="random_bae bit rate (default: the BAE's mean rate)",
+    )
+    p.add_argument("--eval-sequences", type=int, default=32, help="held-out sequences")
+    p.add_argument("--eval-batch-size", type=int, default=8)
+    p.add_argument("--work-dir", default="runs/compare", help="trained dictionaries + cache")
+    p.add_argument("--output", default="benchmarks/results/compare", help="table, JSON, plot")
+    p.add_argument("--reuse", action="store_true", help="load dictionaries already in --work-dir")
+    p.add_argument("--keep-cache", action="store_true", help="keep the activation cache")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=42)
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    from bae_lens import corpus, models
+    from bae_lens.evaluate import load_eval_tokens
+
+    set_threads(args.threads)
+    started = time.time()
+    names = [n.strip() for n in args.dictionaries.split(",") if n.strip()]
+    check_dictionaries(names)
+    model_name = args.model or models.EMBEDDED_MODEL_NAME
+    model = models.load_model(model_name, device=args.device)
+    if args.dataset == "embedded":
+        train_set = corpus.load_embedded_corpus("train")
+    else:
+        train_set = corpus.load_text_dataset(args.dataset, split="train")
+    tokens = load_eval_tokens(model, args.dataset, args.context_size, args.eval_sequences)
+    settings = CompareSettings(
+        hook=args.hook,
+        expansion=args.expansion,
+        training_tokens=args.training_tokens,
+        batch_tokens=args.batch_tokens,
+        context_size=args.context_size,
+        lr=args.lr,
+        seed=args.seed,
+        k=args.k,
+        l1_coefficient=args.l1_coefficient,
+        random_firing_rate=args.random_firing_rate,
+        device=args.device,
+        model_name=model_name,
+    )
+    payload = run_compare(
+        model,
+        train_set,
+        tokens,
+        names,
+        settings,
+        args.work_dir,
+        args.output,
+        reuse=args.reuse,
+        keep_cache=args.keep_cache,
+        eval_batch_size=args.eval_batch_size,
+    )
+    payload["wall_seconds"] = round(time.time() - started, 1)
+    payload["command"] = "bae-lens compare " + " ".join(sys.argv[2:])
+    Path(args.output, "compare.json").write_text(json.dumps(payload, indent=1))
+    print((Path(args.output) / "compare.md").read_text())
+    print(f"wall time {payload['wall_seconds']} s; written to {args.output}/")
+    return 0

@@ -41,14 +41,13 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from bae_lens.binarize import ESTIMATORS, binarize, bits_to_values, square_wave_code, step_code
-from bae_lens.distributed import gather_rows
+from bae_lens.distributed import gather_rows, global_firing_rates
 from bae_lens.penalties import (
     DEPENDENCE_PENALTIES,
     REDUCTIONS,
     code_stats_from_rates,
     dependence_penalty,
     entropy_loss,
-    firing_rates,
 )
 
 logger = logging.getLogger(__name__)
@@ -137,6 +136,13 @@ class _BinaryEncoding:
         self.b_enc = nn.Parameter(torch.zeros(self.n_bits, dtype=self.dtype, device=self.device))
 
     def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(
+                f"input must be a torch.Tensor of shape [..., d_in={self.cfg.d_in}], "
+                f"got {type(x).__name__}"
+            )
+        if x.is_complex():
+            raise ValueError(f"input has complex dtype {x.dtype}: a real dtype is required")
         if x.shape[-1] != self.cfg.d_in:
             raise ValueError(
                 f"input of shape {tuple(x.shape)}: last dimension must be d_in={self.cfg.d_in}"
@@ -399,7 +405,7 @@ class BinaryAutoencoderTraining(_BinaryEncoding, TrainingSAE[BinaryAutoencoderTr
 
     @torch.no_grad()
     def _batch_code_stats(self, hidden_pre: Tensor) -> dict[str, float]:
-        rates = firing_rates(self.code(hidden_pre).reshape(-1, self.n_bits).float())
+        rates = global_firing_rates(self.code(hidden_pre))  # over every rank's rows
         return code_stats_from_rates(rates)._asdict()
 
     @override

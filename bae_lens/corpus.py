@@ -515,6 +515,8 @@ def load_text_dataset(path_or_name: str, split: str) -> datasets.Dataset:
         logger.info("loading hub dataset %r split %r", path_or_name, split)
         return datasets.load_dataset(path_or_name, split=split)
     builder, files = _local_data_files(path, split)
+    if all(Path(f).stat().st_size == 0 for f in ([files] if isinstance(files, str) else files)):
+        raise ValueError(f"path_or_name={path_or_name!r} holds no text (empty)")
     extra = {"sample_by": "paragraph"} if builder == "text" else {}
     dataset = datasets.load_dataset(builder, data_files=files, split="train", **extra)
     if "text" not in dataset.column_names:

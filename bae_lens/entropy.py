@@ -1,0 +1,517 @@
+"""Entropy of a set of hidden states, estimated with a BAE (arXiv 2509.20997 section 3.1;
+../shared/BAE_METHOD.md section 3, the paper's first application).
+
+A BAE maps each member x of a set X to a binary code h(x) in {0, 1}^n_bits. With firing
+rates ``p_j = |{x in X : h_j(x) = 1}| / |X|`` the estimate is
+
+    H(X) ~ sum_j Hb(p_j)   bits,   Hb(p) = -p log2 p - (1 - p) log2 (1 - p),
+
+the sum of marginal bit entropies: the joint entropy of the code when its bits are
+independent (what the BAE's covariance penalty pushes towards), an upper bound on it
+otherwise. It can never exceed n_bits, nor is it a measure of anything the code does not
+see (two members with one code count as one state).
+
+The firing counts are accumulated batch by batch (:class:`FiringCounter`), so memory does
+not grow with the size of the set. :func:`train_set_bae` trains a BAE on a set held in
+memory (the SAELens training step, main-job coefficients); :func:`synthetic_binary_set`
+builds sets of known entropy; :func:`build_icl_prompts` builds k-shot prompts for the
+in-context-learning curve. ``bae-lens entropy`` is the command-line front end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from jaxtyping import Float
+from sae_lens.saes.sae import TrainStepInput
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from bae_lens.bae import BinaryAutoencoderTraining, BinaryAutoencoderTrainingConfig
+from bae_lens.penalties import binary_entropy_bits
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INFORMATIVE_THRESHOLD = 0.01
+"""A bit "carries information" when Hb(p) exceeds this many bits (p in ~(0.0009, 0.9991))."""
+
+
+class EntropyEstimate(NamedTuple):
+    """The BAE estimate of the entropy of a set, with its parts."""
+
+    entropy_bits: float
+    """sum_j Hb(p_j), bits."""
+    firing_rates: Tensor
+    """p_j, float64, [n_bits]."""
+    n_samples: int
+    """Members of the set that were encoded."""
+    n_bits: int
+    """Width of the code."""
+    n_nonconstant: int
+    """Bits with 0 < p < 1 (they fired on some members and not on others)."""
+    n_informative: int
+    """Bits with Hb(p) > threshold."""
+    threshold: float
+    """The Hb threshold used for n_informative, bits."""
+
+    def to_dict(self, with_rates: bool = True) -> dict[str, Any]:
+        """JSON-ready dict (firing rates as a list when ``with_rates``)."""
+        out: dict[str, Any] = {
+            "entropy_bits": round(self.entropy_bits, 4),
+            "n_samples": self.n_samples,
+            "n_bits": self.n_bits,
+            "n_nonconstant": self.n_nonconstant,
+            "n_informative": self.n_informative,
+            "threshold": self.threshold,
+        }
+        if with_rates:
+            out["firing_rates"] = [round(float(p), 6) for p in self.firing_rates]
+        return out
+
+
+class FiringCounter:
+    """Streaming firing counts of a binary code: memory O(n_bits), whatever the set size.
+
+    >>> counter = FiringCounter(2)
+    >>> counter.update(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+    >>> counter.update(torch.tensor([[1.0, 1.0], [0.0, 1.0]]))
+    >>> counter.estimate().entropy_bits
+    2.0
+    """
+
+    def __init__(self, n_bits: int):
+        if not isinstance(n_bits, int) or n_bits < 1:
+            raise ValueError(f"n_bits={n_bits!r} must be an integer >= 1")
+        self.counts = torch.zeros(n_bits, dtype=torch.float64)
+        self.n_samples = 0
+
+    def update(self, bits: Float[Tensor, "... n_bits"]) -> None:
+        """Add the 0/1 codes of a batch (any leading shape)."""
+        if bits.shape[-1] != self.counts.shape[0]:
+            raise ValueError(
+                f"code of shape {tuple(bits.shape)}: last dimension must be "
+                f"n_bits={self.counts.shape[0]}"
+            )
+        flat = bits.reshape(-1, bits.shape[-1])  # [batch*pos, n_bits]
+        self.counts += flat.sum(dim=0).to(device="cpu", dtype=torch.float64)
+        self.n_samples += flat.shape[0]
+
+    def estimate(self, threshold: float = DEFAULT_INFORMATIVE_THRESHOLD) -> EntropyEstimate:
+        """The entropy estimate from the counts so far."""
+        if self.n_samples == 0:
+            raise ValueError("no samples were counted: the set is empty")
+        if threshold < 0:
+            raise ValueError(f"threshold={threshold!r} must be >= 0 (bits)")
+        p = self.counts / self.n_samples
+        hb = binary_entropy_bits(p)
+        return EntropyEstimate(
+            entropy_bits=float(hb.sum()),
+            firing_rates=p,
+            n_samples=self.n_samples,
+            n_bits=int(p.shape[0]),
+            n_nonconstant=int(((p > 0) & (p < 1)).sum()),
+            n_informative=int((hb > threshold).sum()),
+            threshold=threshold,
+        )
+
+
+def _batches(data: Tensor | Iterable[Tensor], batch_size: int) -> Iterator[Tensor]:
+    if isinstance(data, Tensor):
+        flat = data.reshape(-1, data.shape[-1])  # [n, d_in]
+        for start in range(0, flat.shape[0], batch_size):
+            yield flat[start : start + batch_size]
+    else:
+        yield from data
+
+
+@torch.no_grad()
+def estimate_entropy(
+    sae: Any,
+    data: Tensor | Iterable[Tensor],
+    *,
+    batch_size: int = 4096,
+    threshold: float = DEFAULT_INFORMATIVE_THRESHOLD,
+    progress: bool = False,
+) -> EntropyEstimate:
+    """Entropy (bits) of a set of hidden states under ``sae``'s code (module docstring).
+
+    Args:
+        sae: a BAE (anything with ``encode_bits(x) -> 0/1 tensor``).
+        data: the set: a tensor ``[..., d_in]`` (cut into batches of ``batch_size`` rows) or
+            any iterable of such batches (a generator streams a set of any size).
+        threshold: Hb threshold (bits) for counting informative bits.
+        progress: show a tqdm bar over batches.
+    """
+    if not hasattr(sae, "encode_bits"):
+        raise ValueError(f"sae of type {type(sae).__name__} has no encode_bits: not a BAE")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be >= 1")
+    counter = FiringCounter(int(sae.cfg.d_sae * getattr(sae.cfg, "bits_per_feature", 1)))
+    device = next(sae.parameters()).device
+    for batch in tqdm(_batches(data, batch_size), desc="encoding", disable=not progress):
+        counter.update(sae.encode_bits(batch.to(device=device, dtype=sae.dtype)))
+    return counter.estimate(threshold)
+
+
+@torch.no_grad()
+def joint_code_entropy(
+    sae: Any, data: Tensor | Iterable[Tensor], *, batch_size: int = 4096
+) -> float:
+    """Plug-in entropy (bits) of the empirical distribution of whole codes: a diagnostic of
+    how far the sum of marginals overcounts through dependent bits. Unlike
+    :func:`estimate_entropy` its memory grows with the number of distinct codes, and it is
+    at most log2(set size), so it only means something when the set is much larger than
+    2^H."""
+    counts: dict[bytes, int] = {}
+    device = next(sae.parameters()).device
+    for batch in _batches(data, batch_size):
+        bits = sae.encode_bits(batch.to(device=device, dtype=sae.dtype))
+        packed = bits.reshape(-1, bits.shape[-1]).bool().cpu().numpy()
+        for row in packed:
+            key = row.tobytes()
+            counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        raise ValueError("no samples were counted: the set is empty")
+    n = torch.tensor(list(counts.values()), dtype=torch.float64)
+    p = n / n.sum()
+    return float(-(p * p.log2()).sum())
+
+
+def drop_outlier_rows(x: Float[Tensor, "n d"], factor: float = 10.0) -> Float[Tensor, "m d"]:
+    """Rows whose norm is at most ``factor`` x the median norm (the residual stream's
+    massive-norm first tokens would otherwise dominate a BAE's squared error)."""
+    norms = x.norm(dim=-1)
+    return x[norms <= factor * norms.median()]
+
+
+def train_set_bae(
+    x: Float[Tensor, "n d_in"],
+    d_sae: int,
+    *,
+    steps: int = 300,
+    batch_size: int = 512,
+    lr: float = 1e-3,
+    entropy_coefficient: float = 0.05,
+    covariance_coefficient: float = 30.0,
+    outlier_factor: float | None = 10.0,
+    seed: int = 0,
+    progress: bool = False,
+    **config: Any,
+) -> BinaryAutoencoderTraining:
+    """Train a BAE on a set held in memory; the returned BAE reads raw (unscaled) rows.
+
+    Rows with norm > ``outlier_factor`` x median are left out of training; the rest are
+    scaled to mean norm sqrt(d_in) (SAELens's ``expected_average_only_in``) and the scale is
+    folded into the weights afterwards. Each step is SAELens's ``training_forward_pass``
+    on a random minibatch, then Adam with gradient clipping at 1 (as SAETrainer). Defaults
+    are the main job's coefficients (entropy 0.05 bits-per-token, covariance 30 per bit).
+    ``config`` passes further :class:`BinaryAutoencoderTrainingConfig` fields.
+    """
+    if x.ndim != 2:
+        raise ValueError(f"x of shape {tuple(x.shape)}: expected [n, d_in]")
+    if steps < 1 or batch_size < 2:
+        raise ValueError(f"steps={steps!r} must be >= 1 and batch_size={batch_size!r} >= 2")
+    train = drop_outlier_rows(x.float()) if outlier_factor is not None else x.float()
+    if train.shape[0] < batch_size:
+        raise ValueError(
+            f"set of {x.shape[0]} rows ({train.shape[0]} after dropping outliers) is too small "
+            f"for a BAE trained on minibatches of batch_size={batch_size}: a minibatch cannot "
+            f"resolve firing rates below 1/batch_size; pass a larger set or a smaller batch_size"
+        )
+    torch.manual_seed(seed)
+    scale = math.sqrt(train.shape[1]) / float(train.norm(dim=-1).mean())
+    train = train * scale
+    cfg = BinaryAutoencoderTrainingConfig(
+        d_in=train.shape[1],
+        d_sae=d_sae,
+        entropy_coefficient=entropy_coefficient,
+        covariance_coefficient=covariance_coefficient,
+        **config,
+    )
+    sae = BinaryAutoencoderTraining(cfg)
+    opt = torch.optim.Adam(sae.parameters(), lr=lr)
+    coefficients = {"entropy": entropy_coefficient, "covariance": covariance_coefficient}
+    steps_per_epoch = train.shape[0] // batch_size
+    order = torch.randperm(train.shape[0])
+    for step in tqdm(range(steps), desc=f"BAE d_sae={d_sae}", disable=not progress):
+        if step > 0 and step % steps_per_epoch == 0:
+            order = torch.randperm(train.shape[0])  # a new epoch
+        start = (step % steps_per_epoch) * batch_size
+        batch = train[order[start : start + batch_size]]
+        out = sae.training_forward_pass(TrainStepInput(batch, coefficients, None, step, False))
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+    sae.fold_activation_norm_scaling_factor(scale)
+    sae.eval()
+    return sae
+
+
+def estimate_set_entropy(
+    x: Float[Tensor, "n d_in"],
+    d_sae: int,
+    *,
+    threshold: float = DEFAULT_INFORMATIVE_THRESHOLD,
+    progress: bool = False,
+    **train_options: Any,
+) -> tuple[EntropyEstimate, BinaryAutoencoderTraining]:
+    """Train a BAE on ``x`` (:func:`train_set_bae`) and estimate the entropy of ``x`` with it.
+
+    Every row is encoded, outliers included: they are members of the set.
+    """
+    sae = train_set_bae(x, d_sae, progress=progress, **train_options)
+    return estimate_entropy(sae, x, threshold=threshold, progress=progress), sae
+
+
+# ---------------------------------------------------------------------------- synthetic sets
+
+
+class SyntheticSet(NamedTuple):
+    """Points ``x = c D + noise`` for codes c of r independent fair bits: r bits of entropy."""
+
+    x: Float[Tensor, "n d"]
+    codes: Float[Tensor, "n r"]
+    directions: Float[Tensor, "r d"]
+    true_entropy_bits: float
+
+
+def synthetic_binary_set(
+    n: int, d: int, r: int, *, noise: float = 0.05, seed: int = 0
+) -> SyntheticSet:
+    """``n`` points in R^d carrying exactly r bits (section 3.1's synthetic check).
+
+    Codes c in {0, 1}^r have independent fair bits; they are mapped through r random unit
+    directions (rows of D) and isotropic Gaussian noise of standard deviation ``noise`` per
+    coordinate is added. The entropy of the code is r bits; the entropy of a finite sample
+    is at most log2(n), so r should stay well below log2(n) for the set to carry r bits.
+    """
+    for field, value in (("n", n), ("d", d), ("r", r)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{field}={value!r} must be an integer >= 1")
+    if noise < 0:
+        raise ValueError(f"noise={noise!r} must be >= 0")
+    gen = torch.Generator().manual_seed(seed)
+    directions = torch.randn(r, d, generator=gen)
+    directions = directions / directions.norm(dim=1, keepdim=True)
+    codes = torch.randint(0, 2, (n, r), generator=gen).float()
+    x = codes @ directions + noise * torch.randn(n, d, generator=gen)
+    return SyntheticSet(x, codes, directions, float(r))
+
+
+# ----------------------------------------------------------------------- real-model helpers
+
+
+def layer_hooks(model: Any, layers: Sequence[int], kind: str = "resid_post") -> list[str]:
+    """``blocks.{layer}.hook_{kind}`` for each layer; ValueError on a layer the model lacks."""
+    n_layers = model.cfg.n_layers
+    hooks = []
+    for layer in layers:
+        if not 0 <= layer < n_layers:
+            raise ValueError(f"layer={layer!r}: the model has layers 0..{n_layers - 1}")
+        hook = f"blocks.{layer}.hook_{kind}"
+        if hook not in model.hook_dict:
+            raise ValueError(f"hook {hook!r} does not exist in the model (kind={kind!r})")
+        hooks.append(hook)
+    return hooks
+
+
+@torch.no_grad()
+def collect_hidden_states(
+    model: Any,
+    tokens: Tensor,
+    hooks: Sequence[str],
+    *,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> dict[str, Float[Tensor, "n_seq pos d_model"]]:
+    """Activations at ``hooks`` for every token: one forward pass per batch serves all hooks,
+    stopping after the deepest hooked block."""
+    for hook in hooks:
+        if hook not in model.hook_dict:
+            raise ValueError(f"hook {hook!r} does not exist in the model")
+    layers = [int(h.split(".")[1]) for h in hooks if h.startswith("blocks.")]
+    stop = max(layers) + 1 if len(layers) == len(hooks) else None
+    if stop is not None and stop >= model.cfg.n_layers:
+        stop = None
+    parts: dict[str, list[Tensor]] = {h: [] for h in hooks}
+    starts = range(0, tokens.shape[0], batch_size)
+    for start in tqdm(starts, desc="forward", disable=not progress):
+        _, cache = model.run_with_cache(
+            tokens[start : start + batch_size], names_filter=list(hooks), stop_at_layer=stop
+        )
+        for hook in hooks:
+            parts[hook].append(cache[hook].float().cpu())
+    return {hook: torch.cat(p) for hook, p in parts.items()}
+
+
+# ------------------------------------------------------------------------ in-context learning
+
+
+class IclPrompt(NamedTuple):
+    """One k-shot prompt; the hidden state of interest is at its last token."""
+
+    text: str
+    query_index: int
+    demo_indices: tuple[int, ...]
+    label: int
+
+
+LABEL_WORDS = ("negative", "positive")
+ICL_TEMPLATE = "Review: {text}\nSentiment:"
+"""One example; a demonstration appends " {label}\\n\\n". The query ends at the colon: the
+label-prefix token whose hidden state the ICL curve measures."""
+
+
+def build_icl_prompts(
+    examples: Sequence[tuple[str, int]], k: int, n_prompts: int, *, seed: int = 0
+) -> list[IclPrompt]:
+    """``n_prompts`` k-shot sentiment prompts; each draws its own query and its own k
+    demonstrations at random (never the query itself, never a fixed first k: the released
+    prompt builder reused the first k examples for every prompt)."""
+    if k < 0 or n_prompts < 1:
+        raise ValueError(f"k={k!r} must be >= 0 and n_prompts={n_prompts!r} >= 1")
+    if len(examples) < k + 1:
+        raise ValueError(f"{len(examples)} examples cannot make a {k}-shot prompt (need k + 1)")
+    labels = {label for _, label in examples}
+    if not labels <= {0, 1}:
+        raise ValueError(f"labels must be 0 (negative) or 1 (positive), got {sorted(labels)}")
+    rng = random.Random(seed)
+    prompts = []
+    for _ in range(n_prompts):
+        query, *demos = rng.sample(range(len(examples)), k + 1)
+        parts = [
+            ICL_TEMPLATE.format(text=examples[i][0]) + f" {LABEL_WORDS[examples[i][1]]}\n\n"
+            for i in demos
+        ]
+        parts.append(ICL_TEMPLATE.format(text=examples[query][0]))
+        prompts.append(IclPrompt("".join(parts), query, tuple(demos), examples[query][1]))
+    return prompts
+
+
+class LastTokenStates(NamedTuple):
+    """Hidden states and logits at the last token of each text."""
+
+    states: dict[str, Float[Tensor, "n d_model"]]
+    logits: Float[Tensor, "n d_vocab"]
+
+
+@torch.no_grad()
+def last_token_states(
+    model: Any,
+    texts: Sequence[str],
+    hooks: Sequence[str],
+    *,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> LastTokenStates:
+    """Hidden states at the last token of each text (BOS prepended; right padding, which a
+    causal model never attends to from earlier positions)."""
+    for hook in hooks:
+        if hook not in model.hook_dict:
+            raise ValueError(f"hook {hook!r} does not exist in the model")
+    tok = model.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    out: dict[str, list[Tensor]] = {h: [] for h in hooks}
+    logits = []
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(starts, desc="prompts", disable=not progress):
+        ids = [
+            [tok.bos_token_id, *tok(t, add_special_tokens=False)["input_ids"]]
+            for t in texts[start : start + batch_size]
+        ]
+        width = max(len(i) for i in ids)
+        tokens = torch.tensor([i + [pad] * (width - len(i)) for i in ids])  # [batch, width]
+        rows, last = torch.arange(len(ids)), torch.tensor([len(i) - 1 for i in ids])
+        batch_logits, cache = model.run_with_cache(tokens, names_filter=list(hooks))
+        logits.append(batch_logits[rows, last].float().cpu())
+        for hook in hooks:
+            out[hook].append(cache[hook][rows, last].float().cpu())
+    return LastTokenStates({hook: torch.cat(v) for hook, v in out.items()}, torch.cat(logits))
+
+
+# ------------------------------------------------------------------------------------- CLI
+
+
+def add_entropy_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``bae-lens entropy``."""
+    p.add_argument("--layers", default="14", help="comma-separated layers (hook_resid_post)")
+    p.add_argument("--sae", default=None, help="a saved BAE (SAELens folder) to use, one layer")
+    p.add_argument("--sequences", type=int, default=64, help="sequences of the eval split")
+    p.add_argument("--context-size", type=int, default=128)
+    p.add_argument("--expansion", type=int, default=4, help="d_sae = expansion * d_model")
+    p.add_argument("--steps", type=int, default=200, help="BAE training steps per layer")
+    p.add_argument("--batch-size", type=int, default=512, help="BAE minibatch (rows)")
+    p.add_argument("--entropy-coefficient", type=float, default=0.05)
+    p.add_argument("--covariance-coefficient", type=float, default=30.0)
+    p.add_argument("--threshold", type=float, default=DEFAULT_INFORMATIVE_THRESHOLD)
+    p.add_argument("--per-position", action="store_true", help="also entropy per position")
+    p.add_argument("--output", default="entropy.json", help="JSON file to write")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def entropy_command(args: argparse.Namespace) -> int:
+    """``bae-lens entropy``: entropy of the embedded model's hidden states on held-out text,
+    per layer (and per position); prints a table and writes JSON."""
+    from bae_lens.corpus import load_embedded_corpus
+    from bae_lens.evaluate import build_eval_tokens
+    from bae_lens.models import load_model
+
+    torch.set_num_threads(args.threads)
+    layers = [int(v) for v in str(args.layers).split(",") if v.strip()]
+    if args.sae is not None and len(layers) != 1:
+        raise ValueError(f"--sae takes one layer, got --layers {args.layers!r}")
+    started = time.time()
+    model = load_model()
+    hooks = layer_hooks(model, layers)
+    tok = model.tokenizer
+    if tok is None:
+        raise ValueError("the model has no tokenizer: cannot tokenize the corpus")
+    texts = load_embedded_corpus("eval")["text"]
+    tokens = build_eval_tokens(tok, texts, args.context_size, args.sequences, tok.bos_token_id)
+    states = collect_hidden_states(model, tokens, hooks, progress=True)
+    results: dict[str, Any] = {"layers": {}, "n_sequences": int(tokens.shape[0])}
+    for hook in hooks:
+        x = states[hook][:, 1:]  # [n_seq, pos, d]; BOS dropped
+        if args.sae is not None:
+            from sae_lens import SAE
+
+            sae: Any = SAE.load_from_disk(args.sae)
+        else:
+            sae = train_set_bae(
+                x.reshape(-1, x.shape[-1]),
+                args.expansion * x.shape[-1],
+                steps=args.steps,
+                batch_size=args.batch_size,
+                entropy_coefficient=args.entropy_coefficient,
+                covariance_coefficient=args.covariance_coefficient,
+                seed=args.seed,
+                progress=True,
+            )
+        est = estimate_entropy(sae, x, threshold=args.threshold)
+        entry = est.to_dict()
+        if args.per_position:
+            entry["per_position_bits"] = [
+                round(estimate_entropy(sae, x[:, i], threshold=args.threshold).entropy_bits, 3)
+                for i in range(x.shape[1])
+            ]
+        results["layers"][hook] = entry
+        print(
+            f"{hook:<28} H = {est.entropy_bits:8.1f} bits  informative "
+            f"{est.n_informative}/{est.n_bits}  over {est.n_samples} tokens"
+        )
+    results["seconds"] = round(time.time() - started, 1)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(results))
+    print(f"wrote {args.output}")
+    return 0

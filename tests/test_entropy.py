@@ -1,0 +1,226 @@
+"""Entropy of hidden-state sets (bae_lens.entropy) and the sentiment loader: exact values on
+hand-built BAEs, streaming == one-shot, the synthetic generator, the ICL prompt builder and
+bad inputs. No real model: a tiny random HookedTransformer at most."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from bae_lens import BinaryAutoencoderTraining, BinaryAutoencoderTrainingConfig
+from bae_lens.entropy import (
+    FiringCounter,
+    build_icl_prompts,
+    collect_hidden_states,
+    estimate_entropy,
+    joint_code_entropy,
+    layer_hooks,
+    synthetic_binary_set,
+    train_set_bae,
+)
+from bae_lens.sentiment_data import extract_movie_reviews, load_movie_reviews
+
+
+def identity_bae(r: int, extra_always_on: int = 0) -> BinaryAutoencoderTraining:
+    """Bit j = 1[x_j > 0.5] for j < r, plus bits that always fire."""
+    d_sae = r + extra_always_on
+    cfg = BinaryAutoencoderTrainingConfig(d_in=r, d_sae=d_sae, init_firing_rate=None)
+    sae = BinaryAutoencoderTraining(cfg)
+    with torch.no_grad():
+        sae.W_enc.zero_()
+        sae.W_enc[:, :r] = torch.eye(r)
+        sae.b_enc.fill_(-0.5)
+        sae.b_enc[r:] = 1.0
+        sae.b_dec.zero_()
+    return sae
+
+
+def all_patterns(r: int, repeats: int = 3) -> torch.Tensor:
+    codes = torch.tensor(list(itertools.product([0.0, 1.0], repeat=r)))  # [2^r, r]
+    return codes.repeat(repeats, 1)
+
+
+@pytest.mark.parametrize("r", [1, 3, 6])
+def test_all_patterns_equally_often_give_exactly_r_bits(r: int) -> None:
+    est = estimate_entropy(identity_bae(r, extra_always_on=2), all_patterns(r), batch_size=5)
+    assert est.entropy_bits == pytest.approx(r, abs=1e-12)
+    assert (est.n_bits, est.n_nonconstant, est.n_informative) == (r + 2, r, r)
+    assert est.firing_rates[:r].tolist() == [0.5] * r
+    assert est.firing_rates[r:].tolist() == [1.0, 1.0]
+    assert est.n_samples == 3 * 2**r
+
+
+def test_joint_code_entropy_exact() -> None:
+    assert joint_code_entropy(identity_bae(4, 1), all_patterns(4), batch_size=7) == 4.0
+    redundant = all_patterns(2)[:, [0, 0, 1]]  # bit 0 copied: marginals 3 bits, joint 2
+    assert estimate_entropy(identity_bae(3), redundant).entropy_bits == pytest.approx(3.0)
+    assert joint_code_entropy(identity_bae(3), redundant) == pytest.approx(2.0)
+    assert joint_code_entropy(identity_bae(2), torch.ones(5, 2)) == 0.0
+
+
+def test_all_equal_vectors_give_zero_bits() -> None:
+    torch.manual_seed(0)
+    sae = BinaryAutoencoderTraining(BinaryAutoencoderTrainingConfig(d_in=8, d_sae=32))
+    est = estimate_entropy(sae, torch.randn(1, 8).repeat(100, 1))
+    assert est.entropy_bits == 0.0
+    assert est.n_nonconstant == 0 and est.n_informative == 0
+
+
+def test_streaming_equals_one_shot() -> None:
+    torch.manual_seed(0)
+    sae = BinaryAutoencoderTraining(BinaryAutoencoderTrainingConfig(d_in=8, d_sae=16))
+    x = torch.randn(103, 8)
+    one_shot = estimate_entropy(sae, x, batch_size=1000)
+    by_batch = estimate_entropy(sae, x, batch_size=7)
+    from_generator = estimate_entropy(sae, (x[i : i + 10] for i in range(0, 103, 10)))
+    by_position = estimate_entropy(sae, x[:100].reshape(10, 10, 8))  # leading dims flatten
+    for est in (by_batch, from_generator):
+        assert torch.equal(est.firing_rates, one_shot.firing_rates)
+        assert est.entropy_bits == one_shot.entropy_bits
+        assert est.n_samples == 103
+    assert by_position.n_samples == 100
+
+
+def test_firing_counter_exact_and_bad_shape() -> None:
+    counter = FiringCounter(3)
+    counter.update(torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]))
+    est = counter.estimate()
+    assert est.entropy_bits == pytest.approx(1.0)
+    assert est.firing_rates.tolist() == [0.5, 0.0, 1.0]
+    with pytest.raises(ValueError, match="n_bits=3"):
+        counter.update(torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="empty"):
+        FiringCounter(3).estimate()
+    with pytest.raises(ValueError, match="n_bits"):
+        FiringCounter(0)
+
+
+def test_synthetic_set_properties() -> None:
+    data = synthetic_binary_set(4000, 16, 5, noise=0.0, seed=1)
+    assert data.x.shape == (4000, 16) and data.codes.shape == (4000, 5)
+    assert data.true_entropy_bits == 5.0
+    assert set(data.codes.unique().tolist()) == {0.0, 1.0}
+    assert torch.allclose(data.directions.norm(dim=1), torch.ones(5))
+    assert torch.allclose(data.x, data.codes @ data.directions)
+    rates = data.codes.mean(0)
+    assert ((rates - 0.5).abs() < 0.05).all()  # fair bits
+    cov = torch.cov(data.codes.T)
+    assert (cov - torch.diag(cov.diagonal())).abs().max() < 0.03  # independent bits
+    again = synthetic_binary_set(4000, 16, 5, noise=0.0, seed=1)
+    assert torch.equal(again.x, data.x)
+    noisy = synthetic_binary_set(4000, 16, 5, noise=0.1, seed=1)
+    assert (noisy.x - noisy.codes @ noisy.directions).std() == pytest.approx(0.1, rel=0.05)
+
+
+def test_icl_prompts_draw_their_own_demonstrations() -> None:
+    examples = [(f"review number {i}", i % 2) for i in range(50)]
+    prompts = build_icl_prompts(examples, 4, 20, seed=0)
+    demo_sets = {p.demo_indices for p in prompts}
+    assert len(demo_sets) > 15  # not the same first k for every prompt
+    assert any(p.demo_indices != (0, 1, 2, 3) for p in prompts)
+    for p in prompts:
+        assert p.query_index not in p.demo_indices
+        assert len(set(p.demo_indices)) == 4
+        assert p.text.count("Sentiment:") == 5
+        assert p.text.endswith(f"Review: review number {p.query_index}\nSentiment:")
+        assert p.label == p.query_index % 2
+        for i in p.demo_indices:
+            word = "positive" if i % 2 else "negative"
+            assert f"review number {i}\nSentiment: {word}\n\n" in p.text
+    zero = build_icl_prompts(examples, 0, 3, seed=0)
+    assert all(p.demo_indices == () and p.text.startswith("Review:") for p in zero)
+
+
+def test_icl_prompts_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="need k \\+ 1"):
+        build_icl_prompts([("a", 0), ("b", 1)], 2, 1)
+    with pytest.raises(ValueError, match="labels must be"):
+        build_icl_prompts([("a", 0), ("b", 2)], 1, 1)
+    with pytest.raises(ValueError, match="k=-1"):
+        build_icl_prompts([("a", 0), ("b", 1)], -1, 1)
+
+
+def test_train_set_bae_small_set_and_raw_inputs() -> None:
+    with pytest.raises(ValueError, match="too small"):
+        train_set_bae(torch.randn(100, 8), 16, batch_size=512)
+    with pytest.raises(ValueError, match="expected \\[n, d_in\\]"):
+        train_set_bae(torch.randn(10, 10, 8), 16)
+    data = synthetic_binary_set(256, 8, 2, seed=0)
+    sae = train_set_bae(data.x * 100.0, 16, steps=3, batch_size=64)  # scale folded in
+    assert sae.cfg.normalize_activations == "none"
+    est = estimate_entropy(sae, data.x * 100.0)
+    assert 0.0 <= est.entropy_bits <= 16.0 and est.n_samples == 256
+
+
+def test_estimate_entropy_rejects_non_bae() -> None:
+    with pytest.raises(ValueError, match="not a BAE"):
+        estimate_entropy(torch.nn.Linear(2, 2), torch.zeros(3, 2))
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> HookedTransformer:
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(
+        n_layers=2, d_model=16, n_ctx=12, d_head=4, n_heads=4, d_vocab=40, act_fn="gelu"
+    )
+    return HookedTransformer(cfg).eval()
+
+
+def test_layer_hooks_and_collection(tiny_model: HookedTransformer) -> None:
+    assert layer_hooks(tiny_model, [0, 1]) == [
+        "blocks.0.hook_resid_post",
+        "blocks.1.hook_resid_post",
+    ]
+    with pytest.raises(ValueError, match="layers 0..1"):
+        layer_hooks(tiny_model, [2])
+    with pytest.raises(ValueError, match="does not exist"):
+        layer_hooks(tiny_model, [0], kind="nonsense")
+    tokens = torch.randint(0, 40, (5, 12))
+    hooks = ["blocks.0.hook_resid_post"]
+    got = collect_hidden_states(tiny_model, tokens, hooks, batch_size=2)
+    _, cache = tiny_model.run_with_cache(tokens)
+    assert torch.allclose(got[hooks[0]], cache[hooks[0]], atol=1e-6)
+
+
+def _fake_sdist(path: Path, ground_truth: str) -> None:
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w:gz") as tar:
+        data = ground_truth.encode()
+        info = tarfile.TarInfo("hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo("vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz")
+        info.size = len(inner.getvalue())
+        tar.addfile(info, io.BytesIO(inner.getvalue()))
+
+
+def test_sentiment_loader(tmp_path: Path) -> None:
+    text = "1\t2.5\tgreat film\r\n2\t-3.0\tawful\r\n3\t0.4\tmeh\r\n"
+    _fake_sdist(tmp_path / "v.tar.gz", text)
+    assert extract_movie_reviews(tmp_path / "v.tar.gz") == text
+    file = tmp_path / "reviews.tsv"
+    file.write_text(text.replace("\r\n", "\n"))
+    assert load_movie_reviews(path=file) == [("great film", 1), ("awful", 0)]
+    only_positive = tmp_path / "pos.tsv"
+    only_positive.write_text("1\t2.5\tgreat\n2\t0.1\tmeh\n")
+    with pytest.raises(ValueError, match="no negative"):
+        load_movie_reviews(path=only_positive)
+    with pytest.raises(FileNotFoundError, match="sentiment_data fetch"):
+        load_movie_reviews(path=tmp_path / "missing.tsv")
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("just one field\n")
+    with pytest.raises(ValueError, match="line 1"):
+        load_movie_reviews(path=bad)
+
+
+def test_cli_has_entropy_subcommand() -> None:
+    from bae_lens.cli import SUBCOMMANDS
+
+    assert "entropy" in [name for name, *_ in SUBCOMMANDS]

@@ -235,3 +235,30 @@ def test_code_stats_from_rates_on_hand_built_code() -> None:
     assert stats.burst_l0 == 1.0  # 0 + 0 + 1/4 + 1/2 + 1/4
     p = firing_rates(h)
     assert stats.burst_l0 == torch.minimum(p, 1 - p).sum().item()
+
+
+# ---------------------------------------------------------------- fast paths (issue #3)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_dependence_penalty_abs_binary_equals_naive_abs(reduction: str) -> None:
+    h = _random_code(n=31, n_bits=7, seed=6)
+    naive = _naive_abs(h) / (1 if reduction == "sum" else 7 * 6)
+    value, grad = _value_and_grad(lambda x: dependence_penalty(x, "abs_binary", reduction), h)
+    ref_value, ref_grad = _value_and_grad(
+        lambda x: dependence_penalty(x, "abs", reduction, chunk_size=3), h
+    )
+    torch.testing.assert_close(value, naive, rtol=1e-12, atol=0)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-13)
+
+
+def test_dependence_penalty_frobenius_probe_reduction_and_scale() -> None:
+    h = _random_code(n=29, n_bits=9, seed=7)
+    torch.manual_seed(3)
+    total = dependence_penalty(h, "frobenius_probe", reduction="sum")
+    torch.manual_seed(3)
+    mean = dependence_penalty(h, "frobenius_probe", reduction="mean")
+    torch.testing.assert_close(mean, total / (9 * 8), rtol=1e-12, atol=0)
+    # one draw is a noisy but same-scale estimate of the exact penalty
+    exact = _naive_frobenius(h).item()
+    assert 0.2 * exact < total.item() < 5 * exact

@@ -72,8 +72,10 @@ class _StepSigmoid(torch.autograd.Function):
     def backward(ctx: Any, grad_h: Tensor) -> tuple[Tensor, None]:
         (z,) = ctx.saved_tensors
         t = ctx.temperature
-        s = torch.sigmoid(z / t)
-        return grad_h * s * (1 - s) / t, None
+        # sigmoid_backward(g, s) = g * s * (1 - s) in one fused pass
+        s = torch.sigmoid(z if t == 1.0 else z / t)
+        grad = torch.ops.aten.sigmoid_backward(grad_h, s)
+        return grad / t if t != 1.0 else grad, None
 
 
 class _StepReference(torch.autograd.Function):

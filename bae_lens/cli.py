@@ -200,7 +200,7 @@ def _print_summary(summary: dict[str, Any], out: str) -> None:
         ("dead features", f"{summary['n_dead']} / {summary['n_features']}"),
         ("always-on features", f"{summary['n_always_on']} / {summary['n_features']}"),
         ("dense >1% / >10% / >50%", " / ".join(str(v) for v in summary["n_dense"].values())),
-        ("eval tokens", summary["n_tokens"]),
+        ("eval tokens (outliers left out)", f"{summary['n_tokens']} ({summary['n_outliers']})"),
         ("wall time (s)", summary["total_seconds"]),
     ]
     print(f"\nBAE at {summary['hook_name']} of {summary['model']}")

@@ -81,9 +81,8 @@ _MAIN_JOB_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from bae_lens.bae import BinaryAutoencoderTrainingConfig
-
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """Model, hook, data and training-size arguments shared by train and compare."""
     p.add_argument("--model", default=None, help="model name (default: the embedded SmolLM2)")
     p.add_argument("--hook", default=DEFAULT_HOOK, help="TransformerLens hook name")
     p.add_argument(
@@ -96,6 +95,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-tokens", type=int, default=1024, help="tokens per minibatch")
     p.add_argument("--context-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from bae_lens.bae import BinaryAutoencoderTrainingConfig
+
+    add_run_args(p)
     p.add_argument("--eval-sequences", type=int, default=32, help="held-out sequences")
     p.add_argument("--output", default="runs/bae", help="output directory")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

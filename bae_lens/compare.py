@@ -316,21 +316,14 @@ def plot_l0_vs_ce(results: Mapping[str, SpliceMetrics], path: str, title: str = 
 
 def add_compare_args(p: argparse.ArgumentParser) -> None:
     """Arguments of ``bae-lens compare``."""
-    from bae_lens.cli import DEFAULT_HOOK
+    from bae_lens.cli import add_run_args
 
-    p.add_argument("--model", default=None, help="model name (default: the embedded SmolLM2)")
-    p.add_argument("--hook", default=DEFAULT_HOOK, help="TransformerLens hook name")
-    p.add_argument("--dataset", default="embedded", help="as for `bae-lens train`")
+    add_run_args(p)
     p.add_argument(
         "--dictionaries",
         default=",".join(DICTIONARIES),
         help=f"comma-separated subset of {','.join(DICTIONARIES)}",
     )
-    p.add_argument("--expansion", type=int, default=4, help="d_sae = expansion * d_in")
-    p.add_argument("--training-tokens", type=int, default=300_000)
-    p.add_argument("--batch-tokens", type=int, default=1024, help="tokens per minibatch")
-    p.add_argument("--context-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--k", type=int, default=32, help="topk/batchtopk k, jumprelu target L0")
     p.add_argument(
         "--l1-coefficient", type=float, default=5.0, help="standard, gated, ReLU transcoder"

@@ -18,6 +18,7 @@ for _name, _value in (
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from transformer_lens import HookedTransformerConfig  # noqa: E402
 
 # Small tensors: extra threads only add scheduling noise on shared CI machines.
 torch.set_num_threads(1)
@@ -30,3 +31,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> HookedTransformerConfig:
+    """A 2-layer, d_model 32, vocabulary 50 transformer: integration tests without a real model."""
+    return HookedTransformerConfig(
+        n_layers=2,
+        d_model=32,
+        n_ctx=32,
+        d_head=8,
+        n_heads=4,
+        d_vocab=50,
+        act_fn="gelu",
+        normalization_type="LN",
+    )

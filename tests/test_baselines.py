@@ -30,18 +30,9 @@ T_IN, T_OUT = "blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out"
 
 
 @pytest.fixture(scope="module")
-def model() -> HookedTransformer:
+def model(tiny_config: HookedTransformerConfig) -> HookedTransformer:
     torch.manual_seed(0)
-    cfg = HookedTransformerConfig(
-        n_layers=2,
-        d_model=D,
-        n_ctx=CTX,
-        d_head=8,
-        n_heads=4,
-        d_vocab=50,
-        act_fn="gelu",
-        normalization_type="LN",
-    )
+    cfg = tiny_config
     return HookedTransformer(cfg).eval()
 
 

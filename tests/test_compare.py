@@ -22,18 +22,9 @@ CTX = 32
 
 
 @pytest.fixture(scope="module")
-def model() -> HookedTransformer:
+def model(tiny_config: HookedTransformerConfig) -> HookedTransformer:
     torch.manual_seed(0)
-    cfg = HookedTransformerConfig(
-        n_layers=2,
-        d_model=32,
-        n_ctx=CTX,
-        d_head=8,
-        n_heads=4,
-        d_vocab=50,
-        act_fn="gelu",
-        normalization_type="LN",
-    )
+    cfg = tiny_config
     return HookedTransformer(cfg).eval()
 
 

@@ -19,18 +19,9 @@ HOOK = "blocks.0.hook_resid_post"
 
 
 @pytest.fixture(scope="module")
-def tiny_model() -> HookedSAETransformer:
+def tiny_model(tiny_config: HookedTransformerConfig) -> HookedSAETransformer:
     torch.manual_seed(0)
-    cfg = HookedTransformerConfig(
-        n_layers=2,
-        d_model=32,
-        n_ctx=32,
-        d_head=8,
-        n_heads=4,
-        d_vocab=50,
-        act_fn="gelu",
-        normalization_type="LN",
-    )
+    cfg = tiny_config
     model = HookedSAETransformer(cfg)
     model.requires_grad_(False)
     return model

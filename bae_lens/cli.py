@@ -8,6 +8,7 @@ format, evaluate it spliced into the model on held-out text and plot its firing 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -51,7 +52,8 @@ def _bae_field_help() -> dict[str, str]:
         ):
             value = nxt.value
             if isinstance(value, ast.Constant) and isinstance(value.value, str):
-                helps[node.target.id] = " ".join(value.value.split())
+                # argparse treats % as a format character
+                helps[node.target.id] = " ".join(value.value.split()).replace("%", "%%")
     return helps
 
 
@@ -117,12 +119,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         )
 
 
-def _load_data(args: argparse.Namespace, split: str) -> Any:
+def load_data(dataset: str, split: str) -> Any:
+    """The embedded corpus (``dataset='embedded'``), a local text/JSON dataset or a hub one."""
     from bae_lens import corpus
 
-    if args.dataset == "embedded":
+    if dataset == "embedded":
         return corpus.load_embedded_corpus(split)
-    return corpus.load_text_dataset(args.dataset, split=split)
+    return corpus.load_text_dataset(dataset, split=split)
 
 
 def run_train(args: argparse.Namespace) -> dict[str, Any]:
@@ -141,8 +144,8 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     model = models.load_model(model_name, device=args.device)
     # Shuffle documents: the corpus is stored book by book, and a run that reads a prefix
     # of it should still see every book.
-    train_set = _load_data(args, "train").shuffle(seed=args.seed)
-    eval_set = _load_data(args, "eval").shuffle(seed=args.seed)
+    train_set = load_data(args.dataset, "train").shuffle(seed=args.seed)
+    eval_set = load_data(args.dataset, "eval").shuffle(seed=args.seed)
     d_in = model.cfg.d_model
     sae_cfg = BinaryAutoencoderTrainingConfig(
         d_in=d_in,
@@ -221,50 +224,32 @@ def _train_command(args: argparse.Namespace) -> int:
     return 0
 
 
-# Each subcommand: (name, help, add_arguments(parser), run(args) -> exit code). Feature
-# modules add their own entry here with one line.
-SUBCOMMANDS: list[tuple[str, str, Any, Any]] = [
-    ("train", "train + save + evaluate a BAE (the main job)", _add_train_args, _train_command),
-    (
-        "eval",
-        "evaluate saved SAELens dictionaries spliced into the model, side by side",
-        lambda p: __import__("bae_lens.evaluate", fromlist=["_"]).add_eval_args(p),
-        lambda a: __import__("bae_lens.evaluate", fromlist=["_"]).eval_command(a),
-    ),
-    (
-        "compare",
-        "train the BAE and the baseline zoo on one activation cache; table + L0/CE plot",
-        lambda p: __import__("bae_lens.compare", fromlist=["_"]).add_compare_args(p),
-        lambda a: __import__("bae_lens.compare", fromlist=["_"]).compare_command(a),
-    ),
-    (
-        "comsem",
-        "interpret and score features with any OpenAI-compatible judge (ComSem)",
-        lambda p: __import__("bae_lens.comsem.cli", fromlist=["_"]).add_comsem_args(p),
-        lambda a: __import__("bae_lens.comsem.cli", fromlist=["_"]).comsem_command(a),
-    ),
-    (
-        "import-legacy",
-        "convert a model (and hidden states) written by the paper's released code",
-        lambda p: __import__("bae_lens.legacy", fromlist=["_"]).add_import_legacy_args(p),
-        lambda a: __import__("bae_lens.legacy", fromlist=["_"]).import_legacy_command(a),
-    ),
-    (
-        "entropy",
-        "entropy (bits) of the model's hidden states per layer/position, estimated with BAEs",
-        lambda p: __import__("bae_lens.entropy", fromlist=["_"]).add_entropy_args(p),
-        lambda a: __import__("bae_lens.entropy", fromlist=["_"]).entropy_command(a),
-    ),
-]
+# Each subcommand: (name, help, module, add-arguments function, run function). Modules are
+# imported when their subcommand is parsed; a feature module adds its entry with one line.
+SUBCOMMANDS: list[tuple[str, str, str, str, str]] = [
+    ("train", "train + save + evaluate a BAE (the main job)", "bae_lens.cli",
+     "_add_train_args", "_train_command"),
+    ("eval", "evaluate saved SAELens dictionaries spliced into the model, side by side",
+     "bae_lens.evaluate", "add_eval_args", "eval_command"),
+    ("compare", "train the BAE and the baseline zoo on one activation cache; table + L0/CE plot",
+     "bae_lens.compare", "add_compare_args", "compare_command"),
+    ("comsem", "interpret and score features with any OpenAI-compatible judge (ComSem)",
+     "bae_lens.comsem.cli", "add_comsem_args", "comsem_command"),
+    ("import-legacy", "convert a model (and hidden states) written by the paper's released code",
+     "bae_lens.legacy", "add_import_legacy_args", "import_legacy_command"),
+    ("entropy", "entropy (bits) of the model's hidden states per layer/position, estimated with BAEs",
+     "bae_lens.entropy", "add_entropy_args", "entropy_command"),
+]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bae-lens", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     commands = {}
-    for name, help_text, add_arguments, run in SUBCOMMANDS:
-        add_arguments(sub.add_parser(name, help=help_text))
-        commands[name] = run
+    for name, help_text, module_name, add_arguments, run in SUBCOMMANDS:
+        module = importlib.import_module(module_name)
+        getattr(module, add_arguments)(sub.add_parser(name, help=help_text))
+        commands[name] = getattr(module, run)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if getattr(args, "dataset", "embedded") == "embedded":

@@ -346,7 +346,7 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
 
 
 def compare_command(args: argparse.Namespace) -> int:
-    from bae_lens import corpus, models
+    from bae_lens import models
     from bae_lens.evaluate import load_eval_tokens
 
     set_threads(args.threads)
@@ -355,10 +355,9 @@ def compare_command(args: argparse.Namespace) -> int:
     check_dictionaries(names)
     model_name = args.model or models.EMBEDDED_MODEL_NAME
     model = models.load_model(model_name, device=args.device)
-    if args.dataset == "embedded":
-        train_set = corpus.load_embedded_corpus("train")
-    else:
-        train_set = corpus.load_text_dataset(args.dataset, split="train")
+    from bae_lens.cli import load_data
+
+    train_set = load_data(args.dataset, "train")
     tokens = load_eval_tokens(model, args.dataset, args.context_size, args.eval_sequences)
     settings = CompareSettings(
         hook=args.hook,

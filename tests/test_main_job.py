@@ -49,3 +49,13 @@ def test_main_job_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert 0.0 < result["explained_variance"] < 1.0
     log = (out / "training_log.jsonl").read_text().splitlines()
     assert len(log) >= 1
+
+
+@pytest.mark.parametrize(
+    "command", ["train", "eval", "compare", "comsem", "import-legacy", "entropy"]
+)
+def test_every_subcommand_help_renders(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: bae-lens" in capsys.readouterr().out

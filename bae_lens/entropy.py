@@ -14,8 +14,8 @@ see (two members with one code count as one state).
 The firing counts are accumulated batch by batch (:class:`FiringCounter`), so memory does
 not grow with the size of the set. :func:`train_set_bae` trains a BAE on a set held in
 memory (the SAELens training step, main-job coefficients); :func:`synthetic_binary_set`
-builds sets of known entropy; :func:`build_icl_prompts` builds k-shot prompts for the
-in-context-learning curve. ``bae-lens entropy`` is the command-line front end.
+builds sets of known entropy; :mod:`bae_lens.icl` measures the in-context-learning curve.
+``bae-lens entropy`` is the command-line front end.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import argparse
 import json
 import logging
 import math
-import random
+import platform
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -203,18 +204,28 @@ def train_set_bae(
     entropy_coefficient: float = 0.05,
     covariance_coefficient: float = 30.0,
     outlier_factor: float | None = 10.0,
+    normalize: bool = True,
     seed: int = 0,
     progress: bool = False,
     **config: Any,
 ) -> BinaryAutoencoderTraining:
     """Train a BAE on a set held in memory; the returned BAE reads raw (unscaled) rows.
 
-    Rows with norm > ``outlier_factor`` x median are left out of training; the rest are
-    scaled to mean norm sqrt(d_in) (SAELens's ``expected_average_only_in``) and the scale is
-    folded into the weights afterwards. Each step is SAELens's ``training_forward_pass``
-    on a random minibatch, then Adam with gradient clipping at 1 (as SAETrainer). Defaults
-    are the main job's coefficients (entropy 0.05 bits-per-token, covariance 30 per bit).
-    ``config`` passes further :class:`BinaryAutoencoderTrainingConfig` fields.
+    Rows with norm > ``outlier_factor`` x median are left out of training. With
+    ``normalize`` the rest are scaled to mean norm sqrt(d_in) (SAELens's
+    ``expected_average_only_in``) and the scale is folded into the weights afterwards;
+    without it the BAE trains on the rows as given. Each step is SAELens's
+    ``training_forward_pass`` on a random minibatch, then Adam with gradient clipping at 1
+    (as SAETrainer). Defaults are the main job's coefficients (entropy 0.05, covariance 30
+    per bit). ``config`` passes further :class:`BinaryAutoencoderTrainingConfig` fields.
+
+    The loss is squared error per row (summed over d_in) + entropy_coefficient x H (bits per
+    row), so a bit survives when it lowers the squared error of the rows it splits by more
+    than ``entropy_coefficient`` per bit of entropy: the estimate is the rate of the code
+    at that price, in the units the BAE sees (scaled rows with ``normalize``, raw rows
+    without). A scale-free price does not exist: scaling the set to a fixed norm makes each
+    of r equally important directions worth ~1/r of it, so a fixed price drops true bits of
+    sets with many of them (benchmarks/results/entropy/README.md).
     """
     if x.ndim != 2:
         raise ValueError(f"x of shape {tuple(x.shape)}: expected [n, d_in]")
@@ -228,7 +239,7 @@ def train_set_bae(
             f"resolve firing rates below 1/batch_size; pass a larger set or a smaller batch_size"
         )
     torch.manual_seed(seed)
-    scale = math.sqrt(train.shape[1]) / float(train.norm(dim=-1).mean())
+    scale = math.sqrt(train.shape[1]) / float(train.norm(dim=-1).mean()) if normalize else 1.0
     train = train * scale
     cfg = BinaryAutoencoderTrainingConfig(
         d_in=train.shape[1],
@@ -252,7 +263,8 @@ def train_set_bae(
         torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
-    sae.fold_activation_norm_scaling_factor(scale)
+    if normalize:
+        sae.fold_activation_norm_scaling_factor(scale)
     sae.eval()
     return sae
 
@@ -354,98 +366,33 @@ def collect_hidden_states(
     return {hook: torch.cat(p) for hook, p in parts.items()}
 
 
-# ------------------------------------------------------------------------ in-context learning
-
-
-class IclPrompt(NamedTuple):
-    """One k-shot prompt; the hidden state of interest is at its last token."""
-
-    text: str
-    query_index: int
-    demo_indices: tuple[int, ...]
-    label: int
-
-
-LABEL_WORDS = ("negative", "positive")
-ICL_TEMPLATE = "Review: {text}\nSentiment:"
-"""One example; a demonstration appends " {label}\\n\\n". The query ends at the colon: the
-label-prefix token whose hidden state the ICL curve measures."""
-
-
-def build_icl_prompts(
-    examples: Sequence[tuple[str, int]], k: int, n_prompts: int, *, seed: int = 0
-) -> list[IclPrompt]:
-    """``n_prompts`` k-shot sentiment prompts; each draws its own query and its own k
-    demonstrations at random (never the query itself, never a fixed first k: the released
-    prompt builder reused the first k examples for every prompt)."""
-    if k < 0 or n_prompts < 1:
-        raise ValueError(f"k={k!r} must be >= 0 and n_prompts={n_prompts!r} >= 1")
-    if len(examples) < k + 1:
-        raise ValueError(f"{len(examples)} examples cannot make a {k}-shot prompt (need k + 1)")
-    labels = {label for _, label in examples}
-    if not labels <= {0, 1}:
-        raise ValueError(f"labels must be 0 (negative) or 1 (positive), got {sorted(labels)}")
-    rng = random.Random(seed)
-    prompts = []
-    for _ in range(n_prompts):
-        query, *demos = rng.sample(range(len(examples)), k + 1)
-        parts = [
-            ICL_TEMPLATE.format(text=examples[i][0]) + f" {LABEL_WORDS[examples[i][1]]}\n\n"
-            for i in demos
-        ]
-        parts.append(ICL_TEMPLATE.format(text=examples[query][0]))
-        prompts.append(IclPrompt("".join(parts), query, tuple(demos), examples[query][1]))
-    return prompts
-
-
-class LastTokenStates(NamedTuple):
-    """Hidden states and logits at the last token of each text."""
-
-    states: dict[str, Float[Tensor, "n d_model"]]
-    logits: Float[Tensor, "n d_vocab"]
-
-
-@torch.no_grad()
-def last_token_states(
-    model: Any,
-    texts: Sequence[str],
-    hooks: Sequence[str],
-    *,
-    batch_size: int = 8,
-    progress: bool = False,
-) -> LastTokenStates:
-    """Hidden states at the last token of each text (BOS prepended; right padding, which a
-    causal model never attends to from earlier positions)."""
-    for hook in hooks:
-        if hook not in model.hook_dict:
-            raise ValueError(f"hook {hook!r} does not exist in the model")
-    tok = model.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    out: dict[str, list[Tensor]] = {h: [] for h in hooks}
-    logits = []
-    starts = range(0, len(texts), batch_size)
-    for start in tqdm(starts, desc="prompts", disable=not progress):
-        ids = [
-            [tok.bos_token_id, *tok(t, add_special_tokens=False)["input_ids"]]
-            for t in texts[start : start + batch_size]
-        ]
-        width = max(len(i) for i in ids)
-        tokens = torch.tensor([i + [pad] * (width - len(i)) for i in ids])  # [batch, width]
-        rows, last = torch.arange(len(ids)), torch.tensor([len(i) - 1 for i in ids])
-        batch_logits, cache = model.run_with_cache(tokens, names_filter=list(hooks))
-        logits.append(batch_logits[rows, last].float().cpu())
-        for hook in hooks:
-            out[hook].append(cache[hook][rows, last].float().cpu())
-    return LastTokenStates({hook: torch.cat(v) for hook, v in out.items()}, torch.cat(logits))
-
-
 # ------------------------------------------------------------------------------------- CLI
 
 
 def add_entropy_args(p: argparse.ArgumentParser) -> None:
     """Arguments of ``bae-lens entropy``."""
+    p.add_argument(
+        "--model",
+        default=None,
+        help="TransformerLens model (default: the embedded SmolLM2-135M-Instruct; "
+        "gemma-3-270m loads offline once its optional package is installed)",
+    )
     p.add_argument("--layers", default="14", help="comma-separated layers (hook_resid_post)")
     p.add_argument("--sae", default=None, help="a saved BAE (SAELens folder) to use, one layer")
+    p.add_argument(
+        "--icl",
+        action="store_true",
+        help="in-context learning: entropy at the label-prefix token of k-shot "
+        "sentiment prompts (movie reviews) instead of corpus text; writes a PNG",
+    )
+    p.add_argument("--ks", default="0,1,2,4,8", help="with --icl: numbers of demonstrations")
+    p.add_argument("--n-prompts", type=int, default=200, help="with --icl: prompts per k")
+    p.add_argument(
+        "--max-chars",
+        type=int,
+        default=100,
+        help="with --icl: use review snippets of at most this many characters",
+    )
     p.add_argument("--sequences", type=int, default=64, help="sequences of the eval split")
     p.add_argument("--context-size", type=int, default=128)
     p.add_argument("--expansion", type=int, default=4, help="d_sae = expansion * d_model")
@@ -457,22 +404,42 @@ def add_entropy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--per-position", action="store_true", help="also entropy per position")
     p.add_argument("--output", default="entropy.json", help="JSON file to write")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)  # fmt: skip
 
 
-def entropy_command(args: argparse.Namespace) -> int:
-    """``bae-lens entropy``: entropy of the embedded model's hidden states on held-out text,
-    per layer (and per position); prints a table and writes JSON."""
+def _train_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "entropy_coefficient": args.entropy_coefficient,
+        "covariance_coefficient": args.covariance_coefficient,
+    }
+
+
+def _icl_command(model: Any, args: argparse.Namespace, layers: list[int]) -> dict[str, Any]:
+    from bae_lens.icl import icl_entropy_curve, plot_icl_curve
+    from bae_lens.sentiment_data import load_movie_reviews
+
+    ks = [int(v) for v in str(args.ks).split(",") if v.strip()]
+    examples = [e for e in load_movie_reviews() if len(e[0]) <= args.max_chars]
+    curve = icl_entropy_curve(
+        model, examples, ks, layers, n_prompts=args.n_prompts, expansion=args.expansion,
+        seed=args.seed, progress=True, **_train_options(args),
+    )  # fmt: skip
+    for k, accuracy in zip(curve.ks, curve.accuracy, strict=True):
+        bits = " ".join(f"{curve.entropy_bits[la][curve.ks.index(k)]:7.1f}" for la in layers)
+        print(f"k={k:<3d} accuracy {accuracy:.3f}  entropy by layer {bits}")
+    png = str(Path(args.output).with_suffix(".png"))
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
+    plot_icl_curve(curve, str(args.model or "smollm2-135m-instruct"), png)
+    print(f"wrote {png}")
+    return {**curve.to_dict(), "n_examples": len(examples)}
+
+
+def _corpus_command(model: Any, args: argparse.Namespace, layers: list[int]) -> dict[str, Any]:
     from bae_lens.corpus import load_embedded_corpus
     from bae_lens.evaluate import build_eval_tokens
-    from bae_lens.models import load_model
 
-    torch.set_num_threads(args.threads)
-    layers = [int(v) for v in str(args.layers).split(",") if v.strip()]
-    if args.sae is not None and len(layers) != 1:
-        raise ValueError(f"--sae takes one layer, got --layers {args.layers!r}")
-    started = time.time()
-    model = load_model()
     hooks = layer_hooks(model, layers)
     tok = model.tokenizer
     if tok is None:
@@ -484,33 +451,48 @@ def entropy_command(args: argparse.Namespace) -> int:
     for hook in hooks:
         x = states[hook][:, 1:]  # [n_seq, pos, d]; BOS dropped
         if args.sae is not None:
-            from sae_lens import SAE
+            from bae_lens.io import load_bae
 
-            sae: Any = SAE.load_from_disk(args.sae)
+            sae: Any = load_bae(args.sae)
         else:
             sae = train_set_bae(
-                x.reshape(-1, x.shape[-1]),
-                args.expansion * x.shape[-1],
-                steps=args.steps,
-                batch_size=args.batch_size,
-                entropy_coefficient=args.entropy_coefficient,
-                covariance_coefficient=args.covariance_coefficient,
-                seed=args.seed,
-                progress=True,
-            )
+                x.reshape(-1, x.shape[-1]), args.expansion * x.shape[-1], seed=args.seed,
+                progress=True, **_train_options(args),
+            )  # fmt: skip
         est = estimate_entropy(sae, x, threshold=args.threshold)
         entry = est.to_dict()
         if args.per_position:
             entry["per_position_bits"] = [
                 round(estimate_entropy(sae, x[:, i], threshold=args.threshold).entropy_bits, 3)
-                for i in range(x.shape[1])
+                for i in tqdm(range(x.shape[1]), desc="positions")
             ]
         results["layers"][hook] = entry
         print(
             f"{hook:<28} H = {est.entropy_bits:8.1f} bits  informative "
             f"{est.n_informative}/{est.n_bits}  over {est.n_samples} tokens"
         )
+    return results
+
+
+def entropy_command(args: argparse.Namespace) -> int:
+    """``bae-lens entropy``: entropy of a model's hidden states per layer (and per position)
+    on held-out text of the embedded corpus, or with ``--icl`` at the label-prefix token of
+    k-shot prompts; prints a table and writes JSON (and, with ``--icl``, a PNG)."""
+    from bae_lens.models import EMBEDDED_MODEL_NAME, load_model
+
+    torch.set_num_threads(args.threads)
+    layers = [int(v) for v in str(args.layers).split(",") if v.strip()]
+    if args.sae is not None and (len(layers) != 1 or args.icl):
+        raise ValueError(f"--sae takes one layer and no --icl, got --layers {args.layers!r}")
+    started = time.time()
+    model = load_model(args.model or EMBEDDED_MODEL_NAME)
+    layer_hooks(model, layers)  # a layer the model lacks fails before any work
+    run = _icl_command if args.icl else _corpus_command
+    results = {"model": args.model or EMBEDDED_MODEL_NAME, **run(model, args, layers)}
     results["seconds"] = round(time.time() - started, 1)
+    results["command"] = "bae-lens entropy " + " ".join(sys.argv[2:])
+    results["versions"] = {"torch": torch.__version__, "python": platform.python_version()}
+    results["device"] = f"cpu ({platform.machine()}), {torch.get_num_threads()} thread(s)"
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results))
     print(f"wrote {args.output}")

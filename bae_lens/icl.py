@@ -1,0 +1,253 @@
+"""In-context learning seen through the entropy of hidden states (arXiv 2509.20997 section
+3.1; ../shared/BAE_METHOD.md section 3).
+
+A k-shot sentiment prompt is k demonstrations ``Review: <text>\\nSentiment: <label>\\n\\n``
+followed by the query ``Review: <text>\\nSentiment:``. The hidden state of interest is at
+the query's last token, the label prefix (the colon), where the model must have settled
+what comes next. For each k, the set of those hidden states over many prompts has an
+entropy (:mod:`bae_lens.entropy`); a model that learns the task from its demonstrations
+should need fewer bits to describe the state as k grows.
+
+:func:`icl_entropy_curve` measures that curve per layer with one BAE per layer, trained on
+the label-prefix states of every k pooled together, so that all k are measured with the
+same code. It also records the accuracy of the model's choice between the label words.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from bae_lens.entropy import estimate_entropy, layer_hooks, train_set_bae
+
+LABEL_WORDS = ("negative", "positive")
+ICL_TEMPLATE = "Review: {text}\nSentiment:"
+"""One example; a demonstration appends " {label}\\n\\n". The query ends at the colon: the
+label-prefix token whose hidden state the ICL curve measures."""
+
+
+class IclPrompt(NamedTuple):
+    """One k-shot prompt; the hidden state of interest is at its last token."""
+
+    text: str
+    query_index: int
+    demo_indices: tuple[int, ...]
+    label: int
+
+
+def build_icl_prompts(
+    examples: Sequence[tuple[str, int]], k: int, n_prompts: int, *, seed: int = 0
+) -> list[IclPrompt]:
+    """``n_prompts`` k-shot sentiment prompts; each draws its own query and its own k
+    demonstrations at random (never the query itself, never a fixed first k: the released
+    prompt builder reused the first k examples for every prompt).
+
+    ``examples`` are (text, label) with label 0 (negative) or 1 (positive); both labels
+    must occur.
+    """
+    if k < 0 or n_prompts < 1:
+        raise ValueError(f"k={k!r} must be >= 0 and n_prompts={n_prompts!r} >= 1")
+    if len(examples) < k + 1:
+        raise ValueError(f"{len(examples)} examples cannot make a {k}-shot prompt (need k + 1)")
+    labels = {label for _, label in examples}
+    if not labels <= {0, 1}:
+        raise ValueError(f"labels must be 0 (negative) or 1 (positive), got {sorted(labels)}")
+    if labels != {0, 1}:
+        missing = LABEL_WORDS[1 - labels.pop()]
+        raise ValueError(
+            f"the {len(examples)} examples have no {missing!r} label: a sentiment task needs both"
+        )
+    rng = random.Random(seed)
+    prompts = []
+    for _ in range(n_prompts):
+        query, *demos = rng.sample(range(len(examples)), k + 1)
+        parts = [
+            ICL_TEMPLATE.format(text=examples[i][0]) + f" {LABEL_WORDS[examples[i][1]]}\n\n"
+            for i in demos
+        ]
+        parts.append(ICL_TEMPLATE.format(text=examples[query][0]))
+        prompts.append(IclPrompt("".join(parts), query, tuple(demos), examples[query][1]))
+    return prompts
+
+
+class LastTokenStates(NamedTuple):
+    """Hidden states at the last token of each text, and the logits of chosen tokens there."""
+
+    states: dict[str, Float[Tensor, "n d_model"]]
+    logits: Float[Tensor, "n n_ids"]
+    """Logits of ``logit_ids`` (in that order) at the last token."""
+
+
+@torch.no_grad()
+def last_token_states(
+    model: Any,
+    texts: Sequence[str],
+    hooks: Sequence[str],
+    *,
+    logit_ids: Sequence[int] = (),
+    batch_size: int = 8,
+    progress: bool = False,
+) -> LastTokenStates:
+    """Hidden states at the last token of each text (BOS prepended; right padding, which a
+    causal model never attends to from earlier positions).
+
+    Only the logits of ``logit_ids`` at the last token are computed: the final norm and
+    those unembedding columns are applied to one row per text, not the full vocabulary at
+    every position (Gemma 3's 262k-word unembedding costs more than its blocks).
+    """
+    for hook in hooks:
+        if hook not in model.hook_dict:
+            raise ValueError(f"hook {hook!r} does not exist in the model")
+    if not texts:
+        raise ValueError("no texts given")
+    tok = model.tokenizer
+    if tok is None:
+        raise ValueError("the model has no tokenizer")
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    ids_out = torch.tensor(list(logit_ids), dtype=torch.long)
+    out: dict[str, list[Tensor]] = {h: [] for h in hooks}
+    logits = []
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(starts, desc="prompts", disable=not progress):
+        ids = [
+            [tok.bos_token_id, *tok(t, add_special_tokens=False)["input_ids"]]
+            for t in texts[start : start + batch_size]
+        ]
+        width = max(len(i) for i in ids)
+        tokens = torch.tensor([i + [pad] * (width - len(i)) for i in ids])  # [batch, width]
+        rows, last = torch.arange(len(ids)), torch.tensor([len(i) - 1 for i in ids])
+        resid, cache = model.run_with_cache(
+            tokens.to(model.cfg.device), names_filter=list(hooks), stop_at_layer=model.cfg.n_layers
+        )
+        final = resid[rows, last]  # [batch, d_model]: after the last block
+        if model.cfg.normalization_type is not None:
+            final = model.ln_final(final)
+        chosen = final @ model.W_U[:, ids_out] + model.b_U[ids_out]  # [batch, n_ids]
+        cap = model.cfg.output_logits_soft_cap
+        if cap > 0:
+            chosen = cap * torch.tanh(chosen / cap)
+        logits.append(chosen.float().cpu())
+        for hook in hooks:
+            out[hook].append(cache[hook][rows, last].float().cpu())
+    return LastTokenStates({hook: torch.cat(v) for hook, v in out.items()}, torch.cat(logits))
+
+
+def label_token_ids(tokenizer: Any) -> list[int]:
+    """Token ids of " negative" and " positive"; ValueError when a word is not one token."""
+    ids = []
+    for word in LABEL_WORDS:
+        pieces = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        if len(pieces) != 1:
+            raise ValueError(f"label {word!r} is {len(pieces)} tokens for this tokenizer, not 1")
+        ids.append(pieces[0])
+    return ids
+
+
+class IclCurve(NamedTuple):
+    """Entropy (bits) of the label-prefix states per layer and k, and the model's accuracy."""
+
+    ks: list[int]
+    layers: list[int]
+    entropy_bits: dict[int, list[float]]
+    """layer -> entropy of the set of n_prompts label-prefix states, per k."""
+    n_informative: dict[int, list[int]]
+    """layer -> bits with Hb > threshold, per k."""
+    accuracy: list[float]
+    """Per k: fraction of prompts where the true label word has the larger logit."""
+    n_prompts: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (layer keys as strings)."""
+        return {
+            "ks": self.ks,
+            "layers": self.layers,
+            "n_prompts": self.n_prompts,
+            "accuracy": [round(a, 4) for a in self.accuracy],
+            "entropy_bits": {str(la): [round(v, 3) for v in vs] for la, vs in self.entropy_bits.items()},
+            "n_informative": {str(la): vs for la, vs in self.n_informative.items()},
+        }  # fmt: skip
+
+
+def icl_entropy_curve(
+    model: Any,
+    examples: Sequence[tuple[str, int]],
+    ks: Sequence[int],
+    layers: Sequence[int],
+    *,
+    n_prompts: int = 200,
+    saes: dict[int, Any] | None = None,
+    expansion: int = 4,
+    seed: int = 0,
+    progress: bool = False,
+    **train_options: Any,
+) -> IclCurve:
+    """Entropy of the label-prefix hidden state of k-shot prompts, per layer, for each k.
+
+    Prompts are drawn per k with their own random demonstrations
+    (:func:`build_icl_prompts`, seed ``seed * 1000 + k``). Unless ``saes`` gives a BAE per
+    layer, one BAE of ``expansion * d_model`` bits is trained per layer on the states of
+    all k pooled (``len(ks) * n_prompts`` rows; :func:`bae_lens.entropy.train_set_bae` with
+    ``train_options``), so every k is measured with the same code.
+    """
+    if not ks or not layers:
+        raise ValueError(f"ks={list(ks)!r} and layers={list(layers)!r} must be non-empty")
+    if any(k < 0 for k in ks):
+        raise ValueError(f"ks={list(ks)!r} must be >= 0")
+    hooks = layer_hooks(model, layers)
+    if saes is not None and set(saes) != set(layers):
+        raise ValueError(f"saes are given for layers {sorted(saes)}, not for {sorted(layers)}")
+    ids = label_token_ids(model.tokenizer)
+    states: dict[str, list[Tensor]] = {hook: [] for hook in hooks}
+    accuracy = []
+    for k in ks:
+        prompts = build_icl_prompts(examples, k, n_prompts, seed=seed * 1000 + k)
+        got = last_token_states(
+            model, [p.text for p in prompts], hooks, logit_ids=ids, progress=progress
+        )
+        labels = torch.tensor([p.label for p in prompts])
+        accuracy.append(float((got.logits.argmax(dim=1) == labels).float().mean()))
+        for hook in hooks:
+            states[hook].append(got.states[hook])
+    entropy: dict[int, list[float]] = {}
+    informative: dict[int, list[int]] = {}
+    for layer, hook in zip(layers, hooks, strict=True):
+        if saes is not None:
+            sae = saes[layer]
+        else:
+            pooled = torch.cat(states[hook])  # [len(ks) * n_prompts, d_model]
+            sae = train_set_bae(
+                pooled, expansion * pooled.shape[1], seed=seed, progress=progress, **train_options
+            )
+        estimates = [estimate_entropy(sae, x) for x in states[hook]]
+        entropy[layer] = [e.entropy_bits for e in estimates]
+        informative[layer] = [e.n_informative for e in estimates]
+    return IclCurve(list(ks), list(layers), entropy, informative, accuracy, n_prompts)
+
+
+def plot_icl_curve(curve: IclCurve, model_name: str, path: str) -> None:
+    """Entropy per k (one line per layer) beside the accuracy per k, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = plt.get_cmap("viridis")
+    for i, layer in enumerate(curve.layers):
+        ax.plot(curve.ks, curve.entropy_bits[layer], "o-", color=colors(i / max(1, len(curve.layers) - 1)),
+                label=f"layer {layer}")  # fmt: skip
+    ax.set(xlabel="k (demonstrations)", ylabel="entropy at the label-prefix token (bits)",
+           title=f"{model_name}: {curve.n_prompts} prompts per k")  # fmt: skip
+    ax.legend(fontsize=7, ncol=2)
+    se = 0.5 / curve.n_prompts**0.5
+    ax2.errorbar(curve.ks, curve.accuracy, yerr=[2 * se] * len(curve.ks), fmt="o-", capsize=3)
+    ax2.set(xlabel="k", ylabel='accuracy (" positive" vs " negative")', ylim=(0, 1),
+            title="choice between the label words (bars: 2 s.e. at p = 0.5)")  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)

@@ -7,7 +7,7 @@ corpus; per layer, a BAE of d_sae = 4 * d_model trained a few hundred steps on t
 hook_resid_post activations (BOS dropped; rows with norm > 10x median left out of training;
 main-job coefficients), then the entropy of the set of all tokens. Per position: with the
 BAE of one middle layer, the entropy of the set of hidden states at position i (one per
-sequence) for each i = 1..context-1. Trained BAEs are saved for benchmarks/entropy_icl.py.
+sequence) for each i = 1..context-1. Trained BAEs are saved under --saes.
 
     python benchmarks/entropy_layers.py --out benchmarks/results/entropy
 """

@@ -31,8 +31,12 @@ from pathlib import Path
 
 import torch
 
-from bae_lens.entropy import estimate_entropy, joint_code_entropy, synthetic_binary_set
-from bae_lens.entropy import train_set_bae as train
+from bae_lens.entropy import (
+    estimate_entropy,
+    joint_code_entropy,
+    synthetic_binary_set,
+    train_set_bae,
+)
 
 SWEEPS = ("noise", "n", "entropy_coefficient", "d_sae")
 
@@ -56,7 +60,7 @@ def one(args: argparse.Namespace, **over: float) -> dict:
     r, n, d_sae = int(run["r"]), int(run["n"]), int(run["d_sae"])
     data = synthetic_binary_set(n, args.d, r, noise=run["noise"], seed=int(run["seed"]))
     started = time.time()
-    sae = train(
+    sae = train_set_bae(
         data.x,
         d_sae,
         steps=args.steps,

@@ -387,6 +387,8 @@ CLI_CASES = [
     (["import-legacy", "--model", "{tmp}/evil.pkl", "--output", "{tmp}/o"], "weights-only"),
     (["train", "--estimator", "bogus"], "estimator='bogus'"),
     (["train", "--covariance-penalty", "l2"], "covariance_penalty='l2'"),
+    (["entropy", "--sae", "{tmp}/bae", "--layers", "1,2"], "--sae takes one layer"),
+    (["entropy", "--layers", "99", "--output", "{tmp}/e.json"], "the model has layers 0..29"),
 ]
 
 

@@ -91,7 +91,9 @@ def plot(rows: list[dict], sweep: list[dict], args: argparse.Namespace, path: Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 5, figsize=(22, 4.3))
+    fig, grid = plt.subplots(2, 3, figsize=(15, 8.5))
+    axes = grid.ravel()
+    axes[-1].axis("off")
     ax = axes[0]
     rs = sorted({row["r"] for row in rows})
     for lam, color in zip(sorted({row["entropy_coefficient"] for row in rows}),
@@ -109,7 +111,7 @@ def plot(rows: list[dict], sweep: list[dict], args: argparse.Namespace, path: Pa
     ax.set_xticks(rs, [str(v) for v in rs])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.legend(fontsize=7)
-    for ax, key in zip(axes[1:], SWEEPS, strict=True):
+    for ax, key in zip(axes[1:5], SWEEPS, strict=True):
         sel = [s for s in sweep if s["vary"] == key]
         xs = [s[key] for s in sel]
         ax.plot(xs, [s["entropy_bits"] for s in sel], "o-", label="estimate")
@@ -120,10 +122,38 @@ def plot(rows: list[dict], sweep: list[dict], args: argparse.Namespace, path: Pa
             ax.plot(xs, xs, color="grey", lw=0.8, label="d_sae (ceiling)")
         if key in ("n", "entropy_coefficient", "d_sae"):
             ax.set_xscale("log")
-        ax.set(xlabel=key, ylabel="bits", title=f"vary {key}")
+            ax.set_xticks(xs, [f"{v:g}" for v in xs])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        if key == "noise":
+            ax.set_yscale("symlog", linthresh=20)
+        ax.set(xlabel=key, ylabel="bits", title=f"vary {key} (r = {true_r}, others as in panel 1)")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def summary(rows: list[dict], sweep: list[dict]) -> str:
+    """Markdown tables: mean (s.d.) of the estimate over seeds per r and price; the sweeps."""
+    lams = sorted({row["entropy_coefficient"] for row in rows})
+    lines = ["| r | " + " | ".join(f"estimate, price {lam:g} | recovered" for lam in lams) + " |",
+             "|---|" + "---|---|" * len(lams)]  # fmt: skip
+    for r in sorted({row["r"] for row in rows}):
+        cells = []
+        for lam in lams:
+            sel = [x for x in rows if x["r"] == r and x["entropy_coefficient"] == lam]
+            h = torch.tensor([x["entropy_bits"] for x in sel], dtype=torch.float64)
+            sd = f" ({float(h.std()):.2f})" if len(sel) > 1 else ""
+            rec = "/".join(str(x["recovered_true_bits"]) for x in sel)
+            cells.append(f"{float(h.mean()):.2f}{sd} | {rec}")
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    for key in SWEEPS:
+        sel = [s for s in sweep if s["vary"] == key]
+        if sel:
+            lines += ["", f"| {key} (r = {sel[0]['r']}) | " + " | ".join(str(s[key]) for s in sel) + " |",
+                      "|---|" + "---|" * len(sel),
+                      "| estimate | " + " | ".join(f"{s['entropy_bits']:.2f}" for s in sel) + " |",
+                      "| recovered | " + " | ".join(str(s["recovered_true_bits"]) for s in sel) + " |"]  # fmt: skip
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -146,13 +176,15 @@ def main() -> None:
     p.add_argument("--sweep-entropy", default="0.001,0.003,0.01,0.03,0.1,0.3,1")
     p.add_argument("--sweep-d-sae", default="16,32,48,64,256", help="at r = 2 x sweep-r")
     p.add_argument("--out", default="benchmarks/results/entropy")
-    p.add_argument("--replot", action="store_true", help="only redraw the PNG from the JSON")
+    p.add_argument("--replot", action="store_true",
+                   help="only redraw the PNG and reprint the tables from the JSON")  # fmt: skip
     args = p.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
     if args.replot:
         record = json.loads((out / "synthetic.json").read_text())
         plot(record["rows"], record["sweep"], args, out / "synthetic.png")
+        print(summary(record["rows"], record["sweep"]))
         return
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -180,6 +212,7 @@ def main() -> None:
             print(f"sweep {key}={value} (r={s['r']}): estimate {s['entropy_bits']:.2f}"
                   f" recovered {s['recovered_true_bits']}", flush=True)  # fmt: skip
     plot(rows, sweep, args, out / "synthetic.png")
+    print(summary(rows, sweep))
     record = {
         "command": "python benchmarks/entropy_synthetic.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "replot"),

@@ -42,6 +42,9 @@ from bae_lens.penalties import binary_entropy_bits
 
 logger = logging.getLogger(__name__)
 
+NORMALIZATIONS = ("mean_norm", "spread", "none")
+"""How :func:`train_set_bae` scales a set before training (see there)."""
+
 DEFAULT_INFORMATIVE_THRESHOLD = 0.01
 """A bit "carries information" when Hb(p) exceeds this many bits (p in ~(0.0009, 0.9991))."""
 
@@ -204,17 +207,19 @@ def train_set_bae(
     entropy_coefficient: float = 0.05,
     covariance_coefficient: float = 30.0,
     outlier_factor: float | None = 10.0,
-    normalize: bool = True,
+    normalize: str = "mean_norm",
     seed: int = 0,
     progress: bool = False,
     **config: Any,
 ) -> BinaryAutoencoderTraining:
     """Train a BAE on a set held in memory; the returned BAE reads raw (unscaled) rows.
 
-    Rows with norm > ``outlier_factor`` x median are left out of training. With
-    ``normalize`` the rest are scaled to mean norm sqrt(d_in) (SAELens's
-    ``expected_average_only_in``) and the scale is folded into the weights afterwards;
-    without it the BAE trains on the rows as given. Each step is SAELens's
+    Rows with norm > ``outlier_factor`` x median are left out of training. ``normalize``
+    scales the rest by one number, folded into the weights afterwards: ``"mean_norm"`` to
+    mean norm sqrt(d_in) (SAELens's ``expected_average_only_in``); ``"spread"`` to mean
+    squared distance d_in from their mean (entropy ignores a common offset, which in a
+    residual stream can dwarf the differences between members); ``"none"`` trains on the
+    rows as given. Each step is SAELens's
     ``training_forward_pass`` on a random minibatch, then Adam with gradient clipping at 1
     (as SAETrainer). Defaults are the main job's coefficients (entropy 0.05, covariance 30
     per bit). ``config`` passes further :class:`BinaryAutoencoderTrainingConfig` fields.
@@ -222,10 +227,9 @@ def train_set_bae(
     The loss is squared error per row (summed over d_in) + entropy_coefficient x H (bits per
     row), so a bit survives when it lowers the squared error of the rows it splits by more
     than ``entropy_coefficient`` per bit of entropy: the estimate is the rate of the code
-    at that price, in the units the BAE sees (scaled rows with ``normalize``, raw rows
-    without). A scale-free price does not exist: scaling the set to a fixed norm makes each
-    of r equally important directions worth ~1/r of it, so a fixed price drops true bits of
-    sets with many of them (benchmarks/results/entropy/README.md).
+    at that price, in the units the BAE sees. A scale-free price does not exist: scaling a
+    set to a fixed size makes each of r equally important directions worth ~1/r of it, so a
+    fixed price drops true bits of sets with many of them (benchmarks/results/entropy/).
     """
     if x.ndim != 2:
         raise ValueError(f"x of shape {tuple(x.shape)}: expected [n, d_in]")
@@ -238,8 +242,18 @@ def train_set_bae(
             f"for a BAE trained on minibatches of batch_size={batch_size}: a minibatch cannot "
             f"resolve firing rates below 1/batch_size; pass a larger set or a smaller batch_size"
         )
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize={normalize!r} is not one of {list(NORMALIZATIONS)}")
     torch.manual_seed(seed)
-    scale = math.sqrt(train.shape[1]) / float(train.norm(dim=-1).mean()) if normalize else 1.0
+    if normalize == "mean_norm":
+        scale = math.sqrt(train.shape[1]) / float(train.norm(dim=-1).mean())
+    elif normalize == "spread":
+        spread = float((train - train.mean(dim=0)).pow(2).sum(dim=-1).mean().sqrt())
+        if spread == 0.0:
+            raise ValueError("normalize='spread' needs rows that are not all equal")
+        scale = math.sqrt(train.shape[1]) / spread
+    else:
+        scale = 1.0
     train = train * scale
     cfg = BinaryAutoencoderTrainingConfig(
         d_in=train.shape[1],
@@ -263,7 +277,7 @@ def train_set_bae(
         torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
-    if normalize:
+    if scale != 1.0:
         sae.fold_activation_norm_scaling_factor(scale)
     sae.eval()
     return sae
@@ -400,6 +414,18 @@ def add_entropy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=512, help="BAE minibatch (rows)")
     p.add_argument("--entropy-coefficient", type=float, default=0.05)
     p.add_argument("--covariance-coefficient", type=float, default=30.0)
+    p.add_argument(
+        "--normalize",
+        default="mean_norm",
+        choices=NORMALIZATIONS,
+        help="scaling of each set before its BAE trains (train_set_bae)",
+    )
+    p.add_argument(
+        "--states",
+        default=None,
+        help="with --icl: safetensors file of the label-prefix states; read when it "
+        "exists (no model run), else written after the model run",
+    )
     p.add_argument("--threshold", type=float, default=DEFAULT_INFORMATIVE_THRESHOLD)
     p.add_argument("--per-position", action="store_true", help="also entropy per position")
     p.add_argument("--output", default="entropy.json", help="JSON file to write")
@@ -413,33 +439,52 @@ def _train_options(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "entropy_coefficient": args.entropy_coefficient,
         "covariance_coefficient": args.covariance_coefficient,
+        "normalize": args.normalize,
     }
 
 
-def _icl_command(model: Any, args: argparse.Namespace, layers: list[int]) -> dict[str, Any]:
-    from bae_lens.icl import icl_entropy_curve, plot_icl_curve
+def _icl_command(model_name: str, args: argparse.Namespace, layers: list[int]) -> dict[str, Any]:
+    from bae_lens import icl
+    from bae_lens.models import load_model
     from bae_lens.sentiment_data import load_movie_reviews
 
     ks = [int(v) for v in str(args.ks).split(",") if v.strip()]
-    examples = [e for e in load_movie_reviews() if len(e[0]) <= args.max_chars]
-    curve = icl_entropy_curve(
-        model, examples, ks, layers, n_prompts=args.n_prompts, expansion=args.expansion,
-        seed=args.seed, progress=True, **_train_options(args),
-    )  # fmt: skip
-    for k, accuracy in zip(curve.ks, curve.accuracy, strict=True):
-        bits = " ".join(f"{curve.entropy_bits[la][curve.ks.index(k)]:7.1f}" for la in layers)
+    if args.states is not None and Path(args.states).is_file():
+        states = icl.load_icl_states(args.states)
+        if (states.ks, states.layers, states.n_prompts) != (ks, layers, args.n_prompts):
+            raise ValueError(
+                f"{args.states!r} holds ks={states.ks}, layers={states.layers}, "
+                f"n_prompts={states.n_prompts}; asked for ks={ks}, layers={layers}, "
+                f"n_prompts={args.n_prompts}"
+            )
+    else:
+        examples = [e for e in load_movie_reviews() if len(e[0]) <= args.max_chars]
+        model = load_model(model_name)
+        layer_hooks(model, layers)  # a layer the model lacks fails before any work
+        states = icl.collect_icl_states(
+            model, examples, ks, layers, n_prompts=args.n_prompts, seed=args.seed, progress=True
+        )
+        if args.states is not None:
+            icl.save_icl_states(states, args.states)
+    curve = icl.icl_entropy_curve(
+        states, expansion=args.expansion, seed=args.seed, progress=True, **_train_options(args)
+    )
+    for i, (k, accuracy) in enumerate(zip(curve.ks, curve.accuracy, strict=True)):
+        bits = " ".join(f"{curve.entropy_bits[la][i]:7.1f}" for la in layers)
         print(f"k={k:<3d} accuracy {accuracy:.3f}  entropy by layer {bits}")
     png = str(Path(args.output).with_suffix(".png"))
     Path(png).parent.mkdir(parents=True, exist_ok=True)
-    plot_icl_curve(curve, str(args.model or "smollm2-135m-instruct"), png)
+    icl.plot_icl_curve(curve, model_name, png)
     print(f"wrote {png}")
-    return {**curve.to_dict(), "n_examples": len(examples)}
+    return {**curve.to_dict(), "max_chars": args.max_chars}
 
 
-def _corpus_command(model: Any, args: argparse.Namespace, layers: list[int]) -> dict[str, Any]:
+def _corpus_command(model_name: str, args: argparse.Namespace, layers: list[int]) -> dict[str, Any]:
     from bae_lens.corpus import load_embedded_corpus
     from bae_lens.evaluate import build_eval_tokens
+    from bae_lens.models import load_model
 
+    model = load_model(model_name)
     hooks = layer_hooks(model, layers)
     tok = model.tokenizer
     if tok is None:
@@ -478,17 +523,16 @@ def entropy_command(args: argparse.Namespace) -> int:
     """``bae-lens entropy``: entropy of a model's hidden states per layer (and per position)
     on held-out text of the embedded corpus, or with ``--icl`` at the label-prefix token of
     k-shot prompts; prints a table and writes JSON (and, with ``--icl``, a PNG)."""
-    from bae_lens.models import EMBEDDED_MODEL_NAME, load_model
+    from bae_lens.models import EMBEDDED_MODEL_NAME
 
     torch.set_num_threads(args.threads)
     layers = [int(v) for v in str(args.layers).split(",") if v.strip()]
     if args.sae is not None and (len(layers) != 1 or args.icl):
         raise ValueError(f"--sae takes one layer and no --icl, got --layers {args.layers!r}")
     started = time.time()
-    model = load_model(args.model or EMBEDDED_MODEL_NAME)
-    layer_hooks(model, layers)  # a layer the model lacks fails before any work
+    model_name = args.model or EMBEDDED_MODEL_NAME
     run = _icl_command if args.icl else _corpus_command
-    results = {"model": args.model or EMBEDDED_MODEL_NAME, **run(model, args, layers)}
+    results = {"model": model_name, **run(model_name, args, layers)}
     results["seconds"] = round(time.time() - started, 1)
     results["command"] = "bae-lens entropy " + " ".join(sys.argv[2:])
     results["versions"] = {"torch": torch.__version__, "python": platform.python_version()}

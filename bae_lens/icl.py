@@ -8,19 +8,25 @@ what comes next. For each k, the set of those hidden states over many prompts ha
 entropy (:mod:`bae_lens.entropy`); a model that learns the task from its demonstrations
 should need fewer bits to describe the state as k grows.
 
-:func:`icl_entropy_curve` measures that curve per layer with one BAE per layer, trained on
-the label-prefix states of every k pooled together, so that all k are measured with the
-same code. It also records the accuracy of the model's choice between the label words.
+:func:`collect_icl_states` runs the prompts and keeps the label-prefix states (and the
+accuracy of the model's choice between the label words); :func:`save_icl_states` /
+:func:`load_icl_states` keep them on disk. :func:`icl_entropy_curve` measures the curve with
+one BAE per layer, trained on the states of every k pooled together, so that all k are
+measured with the same code.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from jaxtyping import Float
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -149,6 +155,81 @@ def label_token_ids(tokenizer: Any) -> list[int]:
     return ids
 
 
+class IclStates(NamedTuple):
+    """Label-prefix hidden states of k-shot prompts per layer and k, and the model's accuracy."""
+
+    ks: list[int]
+    layers: list[int]
+    states: dict[int, list[Tensor]]
+    """layer -> per k, the states of the n_prompts prompts, [n_prompts, d_model] each."""
+    accuracy: list[float]
+    """Per k: fraction of prompts where the true label word has the larger logit."""
+    n_prompts: int
+
+
+def collect_icl_states(
+    model: Any,
+    examples: Sequence[tuple[str, int]],
+    ks: Sequence[int],
+    layers: Sequence[int],
+    *,
+    n_prompts: int = 200,
+    seed: int = 0,
+    progress: bool = False,
+) -> IclStates:
+    """Run ``n_prompts`` k-shot prompts per k (:func:`build_icl_prompts`, seed
+    ``seed * 1000 + k``) and keep the hook_resid_post states at the label-prefix token."""
+    if not ks or not layers:
+        raise ValueError(f"ks={list(ks)!r} and layers={list(layers)!r} must be non-empty")
+    if any(k < 0 for k in ks):
+        raise ValueError(f"ks={list(ks)!r} must be >= 0")
+    hooks = layer_hooks(model, layers)
+    ids = label_token_ids(model.tokenizer)
+    states: dict[int, list[Tensor]] = {layer: [] for layer in layers}
+    accuracy = []
+    for k in ks:
+        prompts = build_icl_prompts(examples, k, n_prompts, seed=seed * 1000 + k)
+        got = last_token_states(
+            model, [p.text for p in prompts], hooks, logit_ids=ids, progress=progress
+        )
+        labels = torch.tensor([p.label for p in prompts])
+        accuracy.append(float((got.logits.argmax(dim=1) == labels).float().mean()))
+        for layer, hook in zip(layers, hooks, strict=True):
+            states[layer].append(got.states[hook])
+    return IclStates(list(ks), list(layers), states, accuracy, n_prompts)
+
+
+def save_icl_states(states: IclStates, path: str | Path) -> None:
+    """Write the states to a safetensors file (tensor ``layer{L}_k{k}``; ks, layers, accuracy
+    and n_prompts as JSON metadata), so other BAE settings can be tried without the model."""
+    tensors = {
+        f"layer{layer}_k{k}": x.contiguous()
+        for layer in states.layers
+        for k, x in zip(states.ks, states.states[layer], strict=True)
+    }
+    meta = {"ks": states.ks, "layers": states.layers, "accuracy": states.accuracy,
+            "n_prompts": states.n_prompts}  # fmt: skip
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"bae_lens_icl_states": json.dumps(meta)})
+
+
+def load_icl_states(path: str | Path) -> IclStates:
+    """Read a file written by :func:`save_icl_states`; ValueError on any other file."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("bae_lens_icl_states")
+            if raw is None:
+                raise ValueError(f"{str(path)!r} is not an ICL states file of bae_lens")
+            meta = json.loads(raw)
+            states = {
+                layer: [f.get_tensor(f"layer{layer}_k{k}") for k in meta["ks"]]
+                for layer in meta["layers"]
+            }
+    except (OSError, SafetensorError, json.JSONDecodeError, KeyError) as err:
+        raise ValueError(f"cannot read ICL states from {str(path)!r}: {err}") from err
+    return IclStates(meta["ks"], meta["layers"], states, meta["accuracy"], meta["n_prompts"])
+
+
 class IclCurve(NamedTuple):
     """Entropy (bits) of the label-prefix states per layer and k, and the model's accuracy."""
 
@@ -175,59 +256,41 @@ class IclCurve(NamedTuple):
 
 
 def icl_entropy_curve(
-    model: Any,
-    examples: Sequence[tuple[str, int]],
-    ks: Sequence[int],
-    layers: Sequence[int],
+    states: IclStates,
     *,
-    n_prompts: int = 200,
     saes: dict[int, Any] | None = None,
     expansion: int = 4,
     seed: int = 0,
     progress: bool = False,
     **train_options: Any,
 ) -> IclCurve:
-    """Entropy of the label-prefix hidden state of k-shot prompts, per layer, for each k.
+    """Entropy of the label-prefix hidden state per layer, for each k.
 
-    Prompts are drawn per k with their own random demonstrations
-    (:func:`build_icl_prompts`, seed ``seed * 1000 + k``). Unless ``saes`` gives a BAE per
-    layer, one BAE of ``expansion * d_model`` bits is trained per layer on the states of
-    all k pooled (``len(ks) * n_prompts`` rows; :func:`bae_lens.entropy.train_set_bae` with
-    ``train_options``), so every k is measured with the same code.
+    Unless ``saes`` gives a BAE per layer, one BAE of ``expansion * d_model`` bits is
+    trained per layer on the states of all k pooled (``len(ks) * n_prompts`` rows;
+    :func:`bae_lens.entropy.train_set_bae` with ``train_options``), so every k is measured
+    with the same code.
     """
-    if not ks or not layers:
-        raise ValueError(f"ks={list(ks)!r} and layers={list(layers)!r} must be non-empty")
-    if any(k < 0 for k in ks):
-        raise ValueError(f"ks={list(ks)!r} must be >= 0")
-    hooks = layer_hooks(model, layers)
-    if saes is not None and set(saes) != set(layers):
-        raise ValueError(f"saes are given for layers {sorted(saes)}, not for {sorted(layers)}")
-    ids = label_token_ids(model.tokenizer)
-    states: dict[str, list[Tensor]] = {hook: [] for hook in hooks}
-    accuracy = []
-    for k in ks:
-        prompts = build_icl_prompts(examples, k, n_prompts, seed=seed * 1000 + k)
-        got = last_token_states(
-            model, [p.text for p in prompts], hooks, logit_ids=ids, progress=progress
+    if saes is not None and set(saes) != set(states.layers):
+        raise ValueError(
+            f"saes are given for layers {sorted(saes)}, not for {sorted(states.layers)}"
         )
-        labels = torch.tensor([p.label for p in prompts])
-        accuracy.append(float((got.logits.argmax(dim=1) == labels).float().mean()))
-        for hook in hooks:
-            states[hook].append(got.states[hook])
     entropy: dict[int, list[float]] = {}
     informative: dict[int, list[int]] = {}
-    for layer, hook in zip(layers, hooks, strict=True):
+    for layer in states.layers:
         if saes is not None:
             sae = saes[layer]
         else:
-            pooled = torch.cat(states[hook])  # [len(ks) * n_prompts, d_model]
+            pooled = torch.cat(states.states[layer])  # [len(ks) * n_prompts, d_model]
             sae = train_set_bae(
                 pooled, expansion * pooled.shape[1], seed=seed, progress=progress, **train_options
             )
-        estimates = [estimate_entropy(sae, x) for x in states[hook]]
+        estimates = [estimate_entropy(sae, x) for x in states.states[layer]]
         entropy[layer] = [e.entropy_bits for e in estimates]
         informative[layer] = [e.n_informative for e in estimates]
-    return IclCurve(list(ks), list(layers), entropy, informative, accuracy, n_prompts)
+    return IclCurve(
+        states.ks, states.layers, entropy, informative, states.accuracy, states.n_prompts
+    )
 
 
 def plot_icl_curve(curve: IclCurve, model_name: str, path: str) -> None:

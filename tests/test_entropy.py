@@ -129,6 +129,17 @@ def test_train_set_bae_small_set_and_raw_inputs() -> None:
     assert 0.0 <= est.entropy_bits <= 16.0 and est.n_samples == 256
 
 
+def test_train_set_bae_normalize_options() -> None:
+    with pytest.raises(ValueError, match="normalize='unit'.*'spread'"):
+        train_set_bae(torch.randn(64, 4), 8, batch_size=32, normalize="unit")
+    with pytest.raises(ValueError, match="not all equal"):
+        train_set_bae(torch.ones(64, 4), 8, batch_size=32, normalize="spread")
+    x = torch.randn(256, 4) * 0.01 + 100.0  # a large common offset, small differences
+    sae = train_set_bae(x, 8, steps=2, batch_size=64, normalize="spread")
+    est = estimate_entropy(sae, x)
+    assert est.n_samples == 256 and 0.0 < est.entropy_bits <= 8.0  # bits split the members
+
+
 def test_estimate_entropy_rejects_non_bae() -> None:
     with pytest.raises(ValueError, match="not a BAE"):
         estimate_entropy(torch.nn.Linear(2, 2), torch.zeros(3, 2))
@@ -199,10 +210,10 @@ def test_cli_has_entropy_subcommand() -> None:
 
 def test_trained_bae_recovers_the_entropy_of_a_known_set() -> None:
     """r = 3 fair bits in R^16 plus noise: with an entropy price between what a noise bit and
-    a true bit are worth (raw units, normalize=False), the estimate is r; without the entropy
+    a true bit are worth (raw units, normalize="none"), the estimate is r; without the entropy
     loss the BAE splits the noise too and the sum of marginals is far above r."""
     data = synthetic_binary_set(2048, 16, 3, noise=0.05, seed=0)
-    options = dict(steps=600, batch_size=256, lr=3e-3, normalize=False, outlier_factor=None,
+    options = dict(steps=600, batch_size=256, lr=3e-3, normalize="none", outlier_factor=None,
                    covariance_coefficient=0.0, entropy_start_step=100, entropy_warm_up_steps=100)  # fmt: skip
     priced = train_set_bae(data.x, 32, entropy_coefficient=0.03, **options)  # type: ignore[arg-type]
     est = estimate_entropy(priced, data.x)

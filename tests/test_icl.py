@@ -15,10 +15,13 @@ from bae_lens import BinaryAutoencoderTraining, BinaryAutoencoderTrainingConfig
 from bae_lens.entropy import estimate_entropy
 from bae_lens.icl import (
     build_icl_prompts,
+    collect_icl_states,
     icl_entropy_curve,
     label_token_ids,
     last_token_states,
+    load_icl_states,
     plot_icl_curve,
+    save_icl_states,
 )
 
 VOCAB = 60
@@ -127,7 +130,8 @@ def _bae(d_in: int, d_sae: int) -> BinaryAutoencoderTraining:
 
 def test_curve_with_given_baes_equals_direct_estimates(model: HookedTransformer, tmp_path) -> None:
     saes = {0: _bae(16, 32), 1: _bae(16, 32)}
-    curve = icl_entropy_curve(model, EXAMPLES, [0, 2], [0, 1], n_prompts=12, saes=saes, seed=3)
+    states = collect_icl_states(model, EXAMPLES, [0, 2], [0, 1], n_prompts=12, seed=3)
+    curve = icl_entropy_curve(states, saes=saes)
     assert curve.ks == [0, 2] and curve.layers == [0, 1] and curve.n_prompts == 12
     for i, k in enumerate(curve.ks):
         prompts = build_icl_prompts(EXAMPLES, k, 12, seed=3000 + k)
@@ -147,13 +151,34 @@ def test_curve_with_given_baes_equals_direct_estimates(model: HookedTransformer,
 
 
 def test_curve_trains_one_bae_per_layer_on_pooled_states(model: HookedTransformer) -> None:
-    curve = icl_entropy_curve(
-        model, EXAMPLES, [0, 1, 2], [1], n_prompts=16, expansion=2, steps=5, batch_size=16
-    )
+    states = collect_icl_states(model, EXAMPLES, [0, 1, 2], [1], n_prompts=16)
+    curve = icl_entropy_curve(states, expansion=2, steps=5, batch_size=16)
     assert len(curve.entropy_bits[1]) == 3
     assert all(0.0 <= h <= 32.0 for h in curve.entropy_bits[1])  # at most n_bits = 2 x 16
+    small = collect_icl_states(model, EXAMPLES, [0, 1], [1], n_prompts=4)
     with pytest.raises(ValueError, match="too small"):  # 2 x 4 pooled rows < batch 16
-        icl_entropy_curve(model, EXAMPLES, [0, 1], [1], n_prompts=4, steps=1, batch_size=16)
+        icl_entropy_curve(small, steps=1, batch_size=16)
+    with pytest.raises(ValueError, match="saes are given for layers \\[0\\]"):
+        icl_entropy_curve(small, saes={0: None})
+
+
+def test_states_round_trip_and_foreign_files(model: HookedTransformer, tmp_path) -> None:
+    states = collect_icl_states(model, EXAMPLES, [0, 3], [0, 1], n_prompts=5, seed=1)
+    save_icl_states(states, tmp_path / "s.safetensors")
+    again = load_icl_states(tmp_path / "s.safetensors")
+    assert (again.ks, again.layers, again.n_prompts) == ([0, 3], [0, 1], 5)
+    assert again.accuracy == states.accuracy
+    for layer in (0, 1):
+        for x, y in zip(states.states[layer], again.states[layer], strict=True):
+            assert torch.equal(x, y)
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(ValueError, match="not an ICL states file"):
+        load_icl_states(tmp_path / "foreign.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="cannot read ICL states"):
+        load_icl_states(tmp_path / "junk.safetensors")
 
 
 @pytest.mark.parametrize(
@@ -162,9 +187,27 @@ def test_curve_trains_one_bae_per_layer_on_pooled_states(model: HookedTransforme
         ({"ks": [], "layers": [0]}, "must be non-empty"),
         ({"ks": [-1], "layers": [0]}, "must be >= 0"),
         ({"ks": [0], "layers": [2]}, "layers 0..1"),
-        ({"ks": [0], "layers": [0, 1], "saes": {0: None}}, "saes are given for layers \\[0\\]"),
     ],
 )
-def test_curve_bad_inputs(model: HookedTransformer, kwargs: dict, match: str) -> None:
+def test_collect_bad_inputs(model: HookedTransformer, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        icl_entropy_curve(model, EXAMPLES, n_prompts=2, **kwargs)
+        collect_icl_states(model, EXAMPLES, n_prompts=2, **kwargs)
+
+
+def test_cli_icl_from_saved_states(model: HookedTransformer, tmp_path, capsys) -> None:
+    import json
+
+    from bae_lens.cli import main
+
+    states = collect_icl_states(model, EXAMPLES, [0, 3], [0, 1], n_prompts=8, seed=0)
+    save_icl_states(states, tmp_path / "s.safetensors")
+    argv = ["entropy", "--icl", "--states", str(tmp_path / "s.safetensors"), "--ks", "0,3",
+            "--layers", "0,1", "--n-prompts", "8", "--steps", "3", "--batch-size", "8",
+            "--expansion", "2", "--output", str(tmp_path / "icl.json")]  # fmt: skip
+    assert main(argv) == 0
+    record = json.loads((tmp_path / "icl.json").read_text())
+    assert record["ks"] == [0, 3] and record["accuracy"] == [round(a, 4) for a in states.accuracy]
+    assert set(record["entropy_bits"]) == {"0", "1"} and "command" in record
+    assert (tmp_path / "icl.png").is_file()
+    assert main([*argv[:-6], "--n-prompts", "9", "--output", str(tmp_path / "x.json")]) == 2
+    assert "holds ks=[0, 3], layers=[0, 1], n_prompts=8" in capsys.readouterr().err

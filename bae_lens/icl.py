@@ -113,8 +113,8 @@ def last_token_states(
     if not texts:
         raise ValueError("no texts given")
     tok = model.tokenizer
-    if tok is None:
-        raise ValueError("the model has no tokenizer")
+    if tok is None or tok.bos_token_id is None:
+        raise ValueError("the model needs a tokenizer with a BOS token to prepend")
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     ids_out = torch.tensor(list(logit_ids), dtype=torch.long)
     out: dict[str, list[Tensor]] = {h: [] for h in hooks}

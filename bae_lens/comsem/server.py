@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +27,25 @@ from types import TracebackType
 logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-INSTALL_HINT = "pip install 'llama-cpp-python[server]==0.3.36'"
+INSTALL_HINT = (
+    "python -m bae_lens.comsem.install (or bash scripts/setup.sh --with-local-judge), "
+    "which builds llama-cpp-python[server]==0.3.36 portably"
+)
+
+
+class JudgeServerDied(RuntimeError):
+    """The local judge's server process exited while ComSem was using it."""
+
+
+def describe_exit(returncode: int) -> str:
+    """``exit code 1`` or ``signal 11 (SIGSEGV)`` for a Popen return code."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "unknown signal"
+        return f"signal {-returncode} ({name})"
+    return f"exit code {returncode}"
 
 
 def llama_cpp_available() -> bool:
@@ -79,10 +98,11 @@ class LocalJudgeServer:
     def base_url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}/v1"
 
-    def start(self) -> LocalJudgeServer:
+    def command(self) -> list[str]:
+        """The server's command line."""
         if not llama_cpp_available():
             raise ModuleNotFoundError(f"llama_cpp.server is not installed: {INSTALL_HINT}")
-        command = [
+        return [
             sys.executable, "-m", "llama_cpp.server",
             "--model", str(self.gguf),
             "--model_alias", self.model,
@@ -91,11 +111,16 @@ class LocalJudgeServer:
             "--n_threads", str(self.n_threads),
             "--n_ctx", str(self.n_ctx),
         ]  # fmt: skip
-        self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def start(self) -> LocalJudgeServer:
+        self._process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited at start-up:\n{self.log_tail()}")
+                raise JudgeServerDied(
+                    f"llama_cpp.server exited at start-up with "
+                    f"{describe_exit(self._process.returncode)}; its log ends:\n{self.log_tail()}"
+                )
             try:
                 with urllib.request.urlopen(self.base_url + "/models", timeout=2) as r:
                     json.load(r)
@@ -105,6 +130,25 @@ class LocalJudgeServer:
                 time.sleep(0.3)
         self.stop()
         raise TimeoutError(f"llama_cpp.server not ready after {self.startup_timeout} s")
+
+    def check_alive(self, grace: float = 1.0) -> None:
+        """Raise :class:`JudgeServerDied` (exit and log tail) if the server has exited.
+
+        The judge calls this when a request fails, so a crashed server stops ComSem at once
+        instead of being retried with backoff. ``grace`` seconds let a process that is
+        dying (the connection dropped first) finish exiting.
+        """
+        process = self._process
+        if process is None:
+            return
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            return  # still running: the failure was something else
+        raise JudgeServerDied(
+            f"the local judge (llama_cpp.server, {self.gguf.name}) died with "
+            f"{describe_exit(process.returncode)}; its log ends:\n{self.log_tail()}"
+        )
 
     def log_tail(self, n: int = 2000) -> str:
         self._log.seek(0)

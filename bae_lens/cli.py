@@ -106,7 +106,19 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-sequences", type=int, default=32, help="held-out sequences")
     p.add_argument("--output", default="runs/bae", help="output directory")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: 1 on machines with <= 2 cores, else torch's choice)",
+    )
+    p.add_argument(
+        "--autocast-lm",
+        action="store_true",
+        help="run the model in bfloat16 autocast while generating training activations "
+        "(SAELens's autocast_lm; about 1.9x faster on CPUs with AVX512-BF16 or AMX, slower "
+        "on CPUs without; evaluation stays float32)",
+    )
     p.add_argument("--seed", type=int, default=42)
     helps = _bae_field_help()
     defaults = {f.name: f.default for f in fields(BinaryAutoencoderTrainingConfig)}
@@ -132,20 +144,24 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     """The main job: train, save, evaluate, plot. Returns the metrics summary."""
     from bae_lens import BinaryAutoencoderTrainingConfig, models
     from bae_lens.evaluate import build_eval_tokens, evaluate_sae, plot_firing_rates
+    from bae_lens.stages import StageClock
     from bae_lens.train import train_sae
 
     _set_threads(args.threads)
     torch.manual_seed(args.seed)
     out = Path(args.output)
     started = time.time()
+    clock = StageClock()
     bae_options = {name: getattr(args, name) for name in _BAE_CLI_FIELDS}
     BinaryAutoencoderTrainingConfig(d_in=1, d_sae=1, **bae_options)  # fail before loading
     model_name = args.model or models.EMBEDDED_MODEL_NAME
-    model = models.load_model(model_name, device=args.device)
+    with clock.stage("model load"):
+        model = models.load_model(model_name, device=args.device)
     # Shuffle documents: the corpus is stored book by book, and a run that reads a prefix
     # of it should still see every book.
-    train_set = load_data(args.dataset, "train").shuffle(seed=args.seed)
-    eval_set = load_data(args.dataset, "eval").shuffle(seed=args.seed)
+    with clock.stage("data load"):
+        train_set = load_data(args.dataset, "train").shuffle(seed=args.seed)
+        eval_set = load_data(args.dataset, "eval").shuffle(seed=args.seed)
     d_in = model.cfg.d_model
     sae_cfg = BinaryAutoencoderTrainingConfig(
         d_in=d_in,
@@ -167,6 +183,8 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         lr=args.lr,
         device=args.device,
         seed=args.seed,
+        clock=clock,
+        autocast_lm=args.autocast_lm,
     )
     trained = time.time()
     from sae_lens import SAE
@@ -175,17 +193,29 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     tokenizer = model.tokenizer
     if tokenizer is None:
         raise ValueError(f"model {model_name!r} has no tokenizer: cannot tokenize text")
-    tokens = build_eval_tokens(
-        tokenizer, eval_set["text"], args.context_size, args.eval_sequences, tokenizer.bos_token_id
-    )
-    metrics = evaluate_sae(model, inference, tokens, args.hook, batch_size=min(8, len(tokens)))
-    plot_firing_rates(metrics, str(out / "firing_rates.png"), title=f"BAE at {args.hook}")
+    with clock.stage("eval: tokenisation"):
+        tokens = build_eval_tokens(
+            tokenizer,
+            eval_set["text"],
+            args.context_size,
+            args.eval_sequences,
+            tokenizer.bos_token_id,
+        )
+    batch_size = min(8, len(tokens))
+    metrics = evaluate_sae(model, inference, tokens, args.hook, batch_size=batch_size, clock=clock)
+    with clock.stage("plotting"):
+        plot_firing_rates(metrics, str(out / "firing_rates.png"), title=f"BAE at {args.hook}")
+    total = time.time() - started
     summary = metrics.summary() | {
         "train_seconds": round(trained - started, 1),
-        "total_seconds": round(time.time() - started, 1),
+        "total_seconds": round(total, 1),
         "model": model_name,
         "training_tokens": args.training_tokens,
         "covariance_penalty": args.covariance_penalty,
+        "threads": torch.get_num_threads(),
+        "autocast_lm": args.autocast_lm,
+        "stages": clock.as_dict(),
+        "time_summary": clock.summary_line(total),
     }
     with open(out / "eval.json", "w") as f:
         json.dump(summary | {"firing_rates": metrics.firing_rates}, f)
@@ -216,6 +246,7 @@ def _print_summary(summary: dict[str, Any], out: str) -> None:
         text = f"{value:.4f}" if isinstance(value, float) else str(value)
         print(f"  {name:<28} {text}")
     print(f"saved to {out} (SAELens format), firing-rate histogram: {out}/firing_rates.png")
+    print(summary["time_summary"])
 
 
 def _train_command(args: argparse.Namespace) -> int:

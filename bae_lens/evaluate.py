@@ -51,6 +51,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,6 +66,7 @@ from tqdm.auto import tqdm
 
 from bae_lens.hooks import sae_hook_name
 from bae_lens.penalties import code_stats_from_rates
+from bae_lens.stages import StageClock
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +176,40 @@ def _clean_positions(activation: Tensor, factor: float | None) -> Tensor:
     return mask
 
 
+def _start_block(hook: str) -> int | None:
+    """Index of the block holding ``hook`` (``blocks.14.hook_resid_post`` -> 14), or None."""
+    match = re.match(r"blocks\.(\d+)\.", hook)
+    return int(match.group(1)) if match else None
+
+
+def _run_from(
+    model: Any, tokens: Tensor, cache: Any, block: int | None, fwd_hooks: list[Any]
+) -> Tensor:
+    """Logits of ``model`` with ``fwd_hooks``, starting at ``block`` from the cached residual.
+
+    Identical to a full forward with the same hooks when the hooks sit in or after
+    ``block`` (the blocks before it see the clean input either way); ``block=None`` (a hook
+    outside the blocks) runs the whole model.
+    """
+    if block is None or model.cfg.positional_embedding_type == "shortformer":
+        return model.run_with_hooks(tokens, fwd_hooks=fwd_hooks)
+    attention_mask = None
+    tokenizer = model.tokenizer
+    if tokenizer is not None and tokenizer.padding_side == "left":
+        # the mask the full forward would compute from the tokens
+        from transformer_lens.utils import get_attention_mask
+
+        attention_mask = get_attention_mask(tokenizer, tokens, model.cfg.default_prepend_bos)
+    residual = cache[f"blocks.{block}.hook_resid_pre"]  # [batch, pos, d_model]
+    return model.run_with_hooks(
+        residual,
+        start_at_layer=block,
+        tokens=tokens,
+        attention_mask=attention_mask,
+        fwd_hooks=fwd_hooks,
+    )
+
+
 def _replace_hook(replacement: Tensor, keep_clean: Tensor) -> Any:
     """Hook returning ``replacement`` except where ``keep_clean`` [batch, pos] is True."""
 
@@ -247,6 +283,7 @@ def evaluate_saes(
     batch_size: int = 8,
     hook_names: Mapping[str, str] | None = None,
     outlier_norm_factor: float | None = 10.0,
+    clock: StageClock | None = None,
 ) -> dict[str, SpliceMetrics]:
     """Evaluate every dictionary in ``saes`` (name -> SAE) on ``tokens`` ``[n, ctx]``.
 
@@ -254,12 +291,16 @@ def evaluate_saes(
     zero-ablated forward passes are shared. Only whole batches are evaluated (the last
     ``n % batch_size`` sequences are left out, so every batch has the same size). Raises ValueError for a hook the model lacks,
     a d_in that does not match the hook, or fewer than ``batch_size`` sequences.
+    ``clock`` receives the wall time of the clean, zero-ablated and spliced passes.
     """
     overrides = hook_names or {}
     hooks = {name: dictionary_hooks(sae, overrides.get(name)) for name, sae in saes.items()}
     _check_inputs(model, hooks, tokens, batch_size)
-    needed = sorted({h for pair in hooks.values() for h in pair})
     out_hooks = sorted({pair[1] for pair in hooks.values()})
+    resid_pre = {
+        f"blocks.{i}.hook_resid_pre" for i in map(_start_block, out_hooks) if i is not None
+    }
+    needed = sorted({h for pair in hooks.values() for h in pair} | resid_pre)
     acc = {name: _Accumulator() for name in saes}
     ce_clean = 0.0
     ce_zero = dict.fromkeys(out_hooks, 0.0)
@@ -269,38 +310,47 @@ def evaluate_saes(
         sae.eval()
     device = next(iter(saes.values())).device
     n_batches = tokens.shape[0] // batch_size  # whole batches only: every batch the same size
-    for b in tqdm(range(n_batches), desc="evaluate", leave=False):
+    clock = clock if clock is not None else StageClock()
+    # Zero-ablated and spliced passes start at the block holding their hook, from the clean
+    # pass's cached residual: the blocks before it would compute the same values again.
+    starts = {hook: _start_block(hook) for hook in out_hooks}
+    bar = tqdm(total=n_batches * tokens.shape[1] * batch_size, unit="tok", desc="evaluate")
+    for b in range(n_batches):
         batch = tokens[b * batch_size : (b + 1) * batch_size].to(device)
-        clean, cache = model.run_with_cache(batch, names_filter=needed)
-        clean_logprobs = clean.float().log_softmax(-1)[:, :-1]
-        ce_clean += float(_next_token_ce(clean, batch))
+        n_tok = batch.numel()
+        with clock.stage("eval: clean pass", n_tok):
+            clean, cache = model.run_with_cache(batch, names_filter=needed)
+            clean_logprobs = clean.float().log_softmax(-1)[:, :-1]
+            ce_clean += float(_next_token_ce(clean, batch))
         n_pred += batch.shape[0] * (batch.shape[1] - 1)
         keep_clean = {h: _clean_positions(cache[h], outlier_norm_factor) for h in out_hooks}
         for hook in out_hooks:
-            zero = model.run_with_hooks(
-                batch,
-                fwd_hooks=[(hook, _replace_hook(torch.zeros_like(cache[hook]), keep_clean[hook]))],
-            )
-            ce_zero[hook] += float(_next_token_ce(zero, batch))
-            kl_zero[hook] += float(_kl_sum(clean_logprobs, zero[:, :-1]))
+            with clock.stage("eval: zero-ablated pass", n_tok):
+                replace = _replace_hook(torch.zeros_like(cache[hook]), keep_clean[hook])
+                zero = _run_from(model, batch, cache, starts[hook], [(hook, replace)])
+                ce_zero[hook] += float(_next_token_ce(zero, batch))
+                kl_zero[hook] += float(_kl_sum(clean_logprobs, zero[:, :-1]))
         for name, sae in saes.items():
             hook_in, hook_out = hooks[name]
             x, y = cache[hook_in], cache[hook_out]
             _check_dims(name, sae, hooks[name], x, y)
-            recon = sae.decode(sae.encode(x.to(sae.dtype)))  # [batch, pos, d_out]
-            clean_at = keep_clean[hook_out]
-            spliced = model.run_with_hooks(
-                batch, fwd_hooks=[(hook_out, _replace_hook(recon, clean_at))]
-            )
-            acc[name].ce += float(_next_token_ce(spliced, batch))
-            acc[name].kl += float(_kl_sum(clean_logprobs, spliced[:, :-1]))
-            counted = ~clean_at  # [batch, pos]: BOS and massive activations left out
-            acc[name].n_outliers += int(clean_at[:, 1:].sum())
-            acc[name].add_activations(
-                y[counted].float(),
-                recon[counted].float(),
-                _code(sae, x[counted].to(sae.dtype)),  # [n_counted, n_features]
-            )
+            with clock.stage("eval: spliced pass", n_tok):
+                recon = sae.decode(sae.encode(x.to(sae.dtype)))  # [batch, pos, d_out]
+                clean_at = keep_clean[hook_out]
+                replace = _replace_hook(recon, clean_at)
+                spliced = _run_from(model, batch, cache, starts[hook_out], [(hook_out, replace)])
+                acc[name].ce += float(_next_token_ce(spliced, batch))
+                acc[name].kl += float(_kl_sum(clean_logprobs, spliced[:, :-1]))
+            with clock.stage("eval: metrics"):
+                counted = ~clean_at  # [batch, pos]: BOS and massive activations left out
+                acc[name].n_outliers += int(clean_at[:, 1:].sum())
+                acc[name].add_activations(
+                    y[counted].float(),
+                    recon[counted].float(),
+                    _code(sae, x[counted].to(sae.dtype)),  # [n_counted, n_features]
+                )
+        bar.update(n_tok)
+    bar.close()
     return {
         name: _finish(
             acc[name],
@@ -379,11 +429,13 @@ def evaluate_sae(
     hook_name: str | None = None,
     batch_size: int = 8,
     outlier_norm_factor: float | None = 10.0,
+    clock: StageClock | None = None,
 ) -> SpliceMetrics:
     """Splice ``sae`` into ``model`` at its hook on ``tokens`` ``[n, ctx]`` and measure."""
     overrides = {"sae": hook_name} if hook_name else None
     saes = {"sae": sae}
-    return evaluate_saes(model, saes, tokens, batch_size, overrides, outlier_norm_factor)["sae"]
+    results = evaluate_saes(model, saes, tokens, batch_size, overrides, outlier_norm_factor, clock)
+    return results["sae"]
 
 
 TABLE_COLUMNS = (

@@ -13,6 +13,12 @@ streams carry rare tokens with norms 100x the median (SmolLM2: the first token a
 BOS, norm ~24,000 against a median of 150). One such token outweighs a whole minibatch
 of squared error, so by default rows with norm above ``outlier_norm_factor`` times the
 minibatch median are dropped before the SAE sees them (SAELens has no such filter).
+
+The activation-norm estimate (``normalize_activations="expected_average_only_in"``) reads
+``n_batches_for_norm_estimate`` batches before training. SAELens then throws them away, so
+their forward passes are paid twice over; here they are handed to training afterwards
+(see :class:`OutlierFilter`), which saves those forward passes and trains on the same
+number of tokens.
 """
 
 from __future__ import annotations
@@ -20,11 +26,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
 from sae_lens.saes.sae import TrainingSAE, TrainingSAEConfig
+from tqdm.auto import tqdm
+
+from bae_lens.stages import StageClock
 
 logger = logging.getLogger(__name__)
 
@@ -34,27 +45,64 @@ TRAINING_LOG_FILENAME = "training_log.jsonl"
 class OutlierFilter:
     """Wraps an activation iterator; drops rows whose norm exceeds ``factor`` x the median.
 
-    Everything else (checkpointing, attributes) passes through to the wrapped store.
+    ``factor=None`` keeps every row. ``replay_first=k`` records the first ``k`` batches
+    (the ones the norm estimate reads) and serves them once more afterwards, so training
+    gets them too instead of their forward passes being wasted. ``progress`` (a tqdm bar)
+    advances by the rows served after that. Everything else (checkpointing, attributes)
+    passes through to the wrapped store.
     """
 
-    def __init__(self, store: Any, factor: float):
-        if factor <= 1:
+    def __init__(
+        self,
+        store: Any,
+        factor: float | None,
+        replay_first: int = 0,
+        progress: Any = None,
+    ):
+        if factor is not None and factor <= 1:
             raise ValueError(f"outlier_norm_factor={factor} must be > 1")
         self.store = store
         self.factor = factor
         self.n_dropped = 0
         self.n_seen = 0
+        self._to_record = replay_first
+        self._recorded: list[Any] = []
+        self._replay: deque[Any] = deque()
+        self.progress = progress
+
+    @property
+    def recording(self) -> bool:
+        """Whether the batches now drawn are the ones the norm estimate reads."""
+        return self._to_record > 0
 
     def __iter__(self) -> OutlierFilter:
         return self
 
-    def __next__(self) -> Any:
+    def _fresh(self) -> Any:
         batch = next(self.store)
+        self.n_seen += int(batch.shape[0])
+        if self.factor is None:
+            return batch
         norms = batch.flatten(1).norm(dim=-1)  # [batch]
         keep = norms <= self.factor * norms.median()
-        self.n_seen += int(norms.numel())
         self.n_dropped += int((~keep).sum())
         return batch[keep]
+
+    def __next__(self) -> Any:
+        if self._replay:
+            batch = self._replay.popleft()
+        else:
+            batch = self._fresh()
+            if self._to_record:
+                self._recorded.append(batch)
+                self._to_record -= 1
+                if not self._to_record:
+                    self._replay.extend(self._recorded)
+                    self._recorded = []
+                return batch
+        if self.progress is not None:
+            self.progress.update(int(batch.shape[0]))
+        return batch
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
@@ -89,6 +137,7 @@ def train_sae(
     store_batch_size_prompts: int = 8,
     outlier_norm_factor: float | None = 10.0,
     runner_cls: type[LanguageModelSAETrainingRunner] = LanguageModelSAETrainingRunner,
+    clock: StageClock | None = None,
     **runner_overrides: Any,
 ) -> TrainingSAE[Any]:
     """Train ``sae_cfg``'s architecture on ``model``'s activations at ``hook_name``.
@@ -97,7 +146,8 @@ def train_sae(
     or an ``"input_ids"`` column (pass ``is_dataset_tokenized=True``). Extra keyword
     arguments go to ``LanguageModelSAERunnerConfig``. ``outlier_norm_factor=None`` keeps
     every activation (see the module docstring). ``runner_cls`` swaps in a subclass of
-    SAELens's runner (bae_lens.resume uses one).
+    SAELens's runner (bae_lens.resume uses one). ``clock`` receives the wall time of
+    tokenisation, activation generation, the norm estimate and the SAE steps.
     """
     if hook_name not in model.hook_dict:
         raise ValueError(f"hook_name={hook_name!r} is not a hook of the model")
@@ -138,14 +188,61 @@ def train_sae(
     settings.update(runner_overrides)
     cfg = LanguageModelSAERunnerConfig(**settings)
     runner = runner_cls(cfg, override_dataset=dataset, override_model=model)
+    estimates_norm = (
+        sae_cfg.normalize_activations == "expected_average_only_in"
+        and cfg.resume_from_checkpoint is None
+        and not cfg.prefetch_llm_batches
+    )
+    progress = tqdm(
+        total=cfg.training_tokens, unit="tok", unit_scale=True, desc="train (tokens)", position=1
+    )
+    store = OutlierFilter(
+        runner.activations_store,
+        outlier_norm_factor,
+        replay_first=cfg.n_batches_for_norm_estimate if estimates_norm else 0,
+        progress=progress,
+    )
+    runner.activations_store = store
+    if clock is not None:
+        _time_store(store, clock)
+    started = time.perf_counter()
+    try:
+        sae = runner.run()
+    finally:
+        progress.close()
+    if clock is not None:
+        inner = sum(
+            clock.seconds(name)
+            for name in ("tokenisation", "activation generation", "norm estimate")
+        )
+        clock.add("SAE steps", time.perf_counter() - started - inner, cfg.training_tokens)
     if outlier_norm_factor is not None:
-        runner.activations_store = OutlierFilter(runner.activations_store, outlier_norm_factor)
-    sae = runner.run()
-    if isinstance(runner.activations_store, OutlierFilter):
-        store = runner.activations_store
         logger.info("dropped %d of %d outlier activations", store.n_dropped, store.n_seen)
     write_training_log(sae, output_dir)
     return sae
+
+
+def _time_store(store: OutlierFilter, clock: StageClock) -> None:
+    """Time the ActivationsStore's token fetching and model forward passes.
+
+    Forward passes made while the norm estimate reads its batches are booked to the norm
+    estimate (the batches then go to training too, see :class:`OutlierFilter`).
+    """
+    inner = store.store
+
+    def forward_stage() -> str:
+        return "norm estimate" if store.recording else "activation generation"
+
+    inner.get_batch_tokens = clock.wrap("tokenisation", inner.get_batch_tokens, _numel)
+    inner.get_activations = clock.wrap(forward_stage, inner.get_activations, _n_tokens)
+
+
+def _numel(tokens: Any) -> int:
+    return int(tokens.numel())
+
+
+def _n_tokens(activations: Any) -> int:
+    return int(activations.shape[0] * activations.shape[1])  # [batch, pos, d_in]
 
 
 def write_training_log(sae: TrainingSAE[Any], output_dir: Path) -> Path | None:

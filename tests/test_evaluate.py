@@ -178,3 +178,49 @@ def test_massive_activations_are_left_clean_and_uncounted() -> None:
     expected[1, 2] = True
     assert torch.equal(mask, expected)
     assert torch.equal(_clean_positions(acts, None), expected & (torch.arange(5) == 0))
+
+
+@pytest.mark.parametrize("positional", ["standard", "rotary"])
+@pytest.mark.parametrize(
+    "hook", ["blocks.1.hook_resid_post", "blocks.1.hook_resid_pre", "blocks.1.hook_mlp_out"]
+)
+def test_passes_started_at_the_hook_block_match_full_forwards(
+    tiny_config: HookedTransformerConfig, tokens: torch.Tensor, hook: str, positional: str
+) -> None:
+    """Zero-ablated and spliced passes start at the hook's block from the cached residual;
+    their CE and KL must equal those of full forward passes with the same hooks."""
+    torch.manual_seed(3)
+    cfg = HookedTransformerConfig(
+        **(tiny_config.to_dict() | {"positional_embedding_type": positional})
+    )
+    model = HookedTransformer(cfg).eval()
+    sae = _standard(torch.randn(D, 2 * D) / D**0.5, torch.randn(2 * D, D) / D**0.5, hook)
+    m = evaluate_sae(model, sae, tokens, batch_size=4, outlier_norm_factor=None)
+
+    def replaced_by(fn):  # BOS stays clean, as in evaluate_saes
+        def hook_fn(act, hook=None):
+            out = fn(act)
+            out[:, 0] = act[:, 0]
+            return out
+
+        return hook_fn
+
+    with torch.no_grad():
+        clean = model(tokens)
+        spliced = model.run_with_hooks(tokens, fwd_hooks=[(hook, replaced_by(sae))])
+        zero = model.run_with_hooks(tokens, fwd_hooks=[(hook, replaced_by(torch.zeros_like))])
+
+    def ce(logits):
+        return torch.nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten()
+        ).item()
+
+    def kl(logits):
+        p = clean[:, :-1].log_softmax(-1)
+        q = logits[:, :-1].log_softmax(-1)
+        return (p.exp() * (p - q)).sum(-1).mean().item()
+
+    assert m.ce_clean == pytest.approx(ce(clean), abs=1e-5)
+    assert m.ce_spliced == pytest.approx(ce(spliced), abs=1e-5)
+    assert m.ce_zero_ablation == pytest.approx(ce(zero), abs=1e-5)
+    assert m.kl_spliced == pytest.approx(kl(spliced), abs=1e-5)

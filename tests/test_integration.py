@@ -139,3 +139,40 @@ def test_outlier_filter_drops_massive_rows_only() -> None:
     assert kept.shape == (7, 4) and store.n_dropped == 1 and store.n_seen == 8
     with pytest.raises(ValueError, match="outlier_norm_factor"):
         OutlierFilter(iter([rows]), factor=0.5)
+
+
+def test_outlier_filter_replays_the_norm_estimate_batches_once() -> None:
+    from bae_lens.train import OutlierFilter
+
+    batches = [torch.full((4, 3), float(i)) for i in range(5)]
+    store = OutlierFilter(iter(batches), factor=None, replay_first=2)
+    assert store.recording
+    served = [int(next(store)[0, 0]) for _ in range(7)]
+    # the estimate reads 0, 1; training then gets 0, 1 again and goes on with fresh rows
+    assert served == [0, 1, 0, 1, 2, 3, 4]
+    assert not store.recording
+    assert store.n_seen == 5 * 4  # each batch fetched (forward pass paid) once
+
+
+def test_norm_estimate_costs_no_extra_forward_passes(
+    tiny_model: HookedSAETransformer, tmp_path: Path
+) -> None:
+    from bae_lens.stages import StageClock
+
+    ds = Dataset.from_dict({"input_ids": torch.randint(0, 50, (400, 32)).tolist()})
+    cfg = bae_lens.BinaryAutoencoderTrainingConfig(
+        d_in=32, d_sae=64, normalize_activations="expected_average_only_in"
+    )
+    clock = StageClock()
+    train_sae(
+        tiny_model, ds, cfg, HOOK, tmp_path / "bae", training_tokens=4096,
+        train_batch_size_tokens=256, context_size=32, exclude_special_tokens=False,
+        store_batch_size_prompts=4, n_batches_for_norm_estimate=4, clock=clock,
+    )  # fmt: skip
+    stages = clock.as_dict()
+    assert set(stages) >= {"norm estimate", "activation generation", "SAE steps", "tokenisation"}
+    generated = stages["norm estimate"]["tokens"] + stages["activation generation"]["tokens"]
+    # SAELens alone would generate 4096 + 4 * 256 tokens plus its buffer; here the norm
+    # estimate's 1024 are trained on, so only the buffer's fill is extra
+    buffer = buffer_batches(256, 32, 4) * 4 * 32
+    assert 4096 <= generated <= 4096 + buffer

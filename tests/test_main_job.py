@@ -49,6 +49,17 @@ def test_main_job_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert 0.0 < result["explained_variance"] < 1.0
     log = (out / "training_log.jsonl").read_text().splitlines()
     assert len(log) >= 1
+    # where the time went: every stage of the main job, with its tokens where it has any
+    stages = result["stages"]
+    # (8192 tokens are fewer than the norm estimate's 20 batches of 512, which training
+    # reuses: no forward pass beyond them, so no "activation generation" stage here)
+    for name in ("model load", "tokenisation", "norm estimate",
+                 "SAE steps", "eval: clean pass", "eval: zero-ablated pass",
+                 "eval: spliced pass", "plotting"):  # fmt: skip
+        assert stages[name]["seconds"] >= 0.0, name
+    assert stages["SAE steps"]["tokens"] == 8192
+    assert stages["eval: clean pass"]["tokens"] == 2 * 128
+    assert printed.strip().splitlines()[-1].startswith("time: model load")
 
 
 @pytest.mark.parametrize(

@@ -58,7 +58,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from sae_lens import SAE
 from sae_lens.evals import ExplainedVarianceCalculator
 from torch import Tensor
@@ -153,17 +152,20 @@ def _code(sae: SAE[Any], x: Tensor) -> Tensor:
     return encode_bits(x) if callable(encode_bits) else sae.encode(x)
 
 
-def _next_token_ce(logits: Tensor, tokens: Tensor) -> Tensor:
+def _next_token_logprobs(logits: Tensor) -> Tensor:
+    """``[batch, pos - 1, vocab]`` log-probabilities of the next token (one log-softmax,
+    shared by the CE and the KL of a pass)."""
+    return logits[:, :-1].float().log_softmax(-1)
+
+
+def _ce_sum(logprobs: Tensor, tokens: Tensor) -> Tensor:
     """Summed next-token cross-entropy over all predicted positions."""
-    return F.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="sum"
-    )
+    return -logprobs.gather(-1, tokens[:, 1:, None]).sum()
 
 
-def _kl_sum(clean_logprobs: Tensor, logits: Tensor) -> Tensor:
+def _kl_sum(clean_probs: Tensor, clean_logprobs: Tensor, logprobs: Tensor) -> Tensor:
     """sum over positions of KL(P_clean || P) (nats)."""
-    logprobs = logits.float().log_softmax(-1)
-    return (clean_logprobs.exp() * (clean_logprobs - logprobs)).sum()
+    return (clean_probs * (clean_logprobs - logprobs)).sum()
 
 
 def _clean_positions(activation: Tensor, factor: float | None) -> Tensor:
@@ -320,16 +322,18 @@ def evaluate_saes(
         n_tok = batch.numel()
         with clock.stage("eval: clean pass", n_tok):
             clean, cache = model.run_with_cache(batch, names_filter=needed)
-            clean_logprobs = clean.float().log_softmax(-1)[:, :-1]
-            ce_clean += float(_next_token_ce(clean, batch))
+            clean_logprobs = _next_token_logprobs(clean)
+            clean_probs = clean_logprobs.exp()
+            ce_clean += float(_ce_sum(clean_logprobs, batch))
         n_pred += batch.shape[0] * (batch.shape[1] - 1)
         keep_clean = {h: _clean_positions(cache[h], outlier_norm_factor) for h in out_hooks}
         for hook in out_hooks:
             with clock.stage("eval: zero-ablated pass", n_tok):
                 replace = _replace_hook(torch.zeros_like(cache[hook]), keep_clean[hook])
                 zero = _run_from(model, batch, cache, starts[hook], [(hook, replace)])
-                ce_zero[hook] += float(_next_token_ce(zero, batch))
-                kl_zero[hook] += float(_kl_sum(clean_logprobs, zero[:, :-1]))
+                logprobs = _next_token_logprobs(zero)
+                ce_zero[hook] += float(_ce_sum(logprobs, batch))
+                kl_zero[hook] += float(_kl_sum(clean_probs, clean_logprobs, logprobs))
         for name, sae in saes.items():
             hook_in, hook_out = hooks[name]
             x, y = cache[hook_in], cache[hook_out]
@@ -339,8 +343,9 @@ def evaluate_saes(
                 clean_at = keep_clean[hook_out]
                 replace = _replace_hook(recon, clean_at)
                 spliced = _run_from(model, batch, cache, starts[hook_out], [(hook_out, replace)])
-                acc[name].ce += float(_next_token_ce(spliced, batch))
-                acc[name].kl += float(_kl_sum(clean_logprobs, spliced[:, :-1]))
+                logprobs = _next_token_logprobs(spliced)
+                acc[name].ce += float(_ce_sum(logprobs, batch))
+                acc[name].kl += float(_kl_sum(clean_probs, clean_logprobs, logprobs))
             with clock.stage("eval: metrics"):
                 counted = ~clean_at  # [batch, pos]: BOS and massive activations left out
                 acc[name].n_outliers += int(clean_at[:, 1:].sum())

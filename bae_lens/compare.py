@@ -47,6 +47,7 @@ from bae_lens.baselines import (
     cached_hooks,
 )
 from bae_lens.evaluate import SpliceMetrics, evaluate_saes, metrics_table, set_threads
+from bae_lens.stages import StageClock
 from bae_lens.transcoders import TranscoderTrainingConfig, train_transcoder
 
 logger = logging.getLogger(__name__)
@@ -99,10 +100,10 @@ def check_dictionaries(names: list[str]) -> None:
 
 
 def _cache_tokens(s: CompareSettings) -> int:
-    """Tokens to cache so no dictionary wraps around: the training tokens plus the norm
-    estimate's batches, plus the BOS positions that training drops, plus 2%."""
-    needed = s.training_tokens + s.n_batches_for_norm_estimate * s.batch_tokens
-    return math.ceil(needed * s.context_size / (s.context_size - 1) * 1.02)
+    """Tokens to cache so no dictionary wraps around: the training tokens, plus the BOS
+    positions that training drops, plus 2%. (The norm estimate's batches are trained on
+    afterwards, see bae_lens.train.OutlierFilter, so they need no tokens of their own.)"""
+    return math.ceil(s.training_tokens * s.context_size / (s.context_size - 1) * 1.02)
 
 
 def _bae_firing_rate(folder: Path) -> float | None:
@@ -215,39 +216,37 @@ def run_compare(
     if any(n in TRANSCODERS for n in dictionaries):
         hooks += [h for h in transcoder_hooks(settings.hook) if h not in hooks]
     todo = [n for n in dictionaries if not (reuse and (work / n / "cfg.json").exists())]
-    timings: dict[str, float] = {}
+    clock = StageClock()
     cache = work / "activations"
-    if todo:
-        started = time.time()
-        if not (reuse and cache.exists() and set(hooks) <= set(cached_hooks(cache))):
-            shutil.rmtree(cache, ignore_errors=True)
+    if todo and not (reuse and cache.exists() and set(hooks) <= set(cached_hooks(cache))):
+        shutil.rmtree(cache, ignore_errors=True)
+        n_tokens = _cache_tokens(settings)
+        with clock.stage("cache activations", n_tokens):
             cache_activations(
                 model,
                 train_set,
                 hooks,
                 cache,
-                n_tokens=_cache_tokens(settings),
+                n_tokens=n_tokens,
                 context_size=settings.context_size,
             )
-        timings["cache_activations"] = time.time() - started
     # the BAE first: the random control matches its firing rate
     for name in sorted(todo, key=lambda n: n != "bae"):
-        started = time.time()
         shutil.rmtree(work / name, ignore_errors=True)
         logger.info("training %s", name)
-        train_dictionary(name, model, train_set, cache, work / name, settings)
-        timings[f"train_{name}"] = time.time() - started
+        with clock.stage(f"train {name}", settings.training_tokens):
+            train_dictionary(name, model, train_set, cache, work / name, settings)
     if todo and not keep_cache:
         shutil.rmtree(cache, ignore_errors=True)
     saes = {n: SAE.load_from_disk(work / n, device=settings.device) for n in dictionaries}
-    started = time.time()
-    results = evaluate_saes(model, saes, eval_tokens, eval_batch_size)
-    timings["evaluate"] = time.time() - started
+    results = evaluate_saes(model, saes, eval_tokens, eval_batch_size, clock=clock)
+    logger.info(clock.summary_line())
     payload = {
         "settings": asdict(settings),
         "environment": environment(),
         "eval_tokens": list(eval_tokens.shape),
-        "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
+        "stages": clock.as_dict(),
+        "time_summary": clock.summary_line(),
         "results": {n: m.summary() | {"firing_rates": m.firing_rates} for n, m in results.items()},
     }
     (out / "compare.json").write_text(json.dumps(payload, indent=1))
@@ -389,5 +388,6 @@ def compare_command(args: argparse.Namespace) -> int:
     payload["command"] = "bae-lens compare " + " ".join(sys.argv[2:])
     Path(args.output, "compare.json").write_text(json.dumps(payload, indent=1))
     print((Path(args.output) / "compare.md").read_text())
+    print(payload["time_summary"])
     print(f"wall time {payload['wall_seconds']} s; written to {args.output}/")
     return 0

@@ -68,6 +68,12 @@ def test_compare_writes_table_json_and_plot(tmp_path, model):
     assert saved["results"]["topk"]["l0"] == pytest.approx(4.0)
     assert not (tmp_path / "w" / "activations").exists()  # cache removed by default
     assert "torch" in payload["environment"]
+    stages = payload["stages"]
+    assert {f"train {n}" for n in DICTIONARIES} | {"cache activations"} <= set(stages)
+    assert (
+        stages["eval: spliced pass"]["tokens"]
+        == len(DICTIONARIES) * stages["eval: clean pass"]["tokens"]
+    )
     # reuse: nothing to train, so no cache and no training timings
     again = run_compare(
         model,
@@ -80,7 +86,7 @@ def test_compare_writes_table_json_and_plot(tmp_path, model):
         reuse=True,
         eval_batch_size=4,
     )
-    assert set(again["timings_seconds"]) == {"evaluate"}
+    assert {n for n in again["stages"] if not n.startswith("eval: ")} == set()
     assert again["results"]["bae"]["l0"] == pytest.approx(saved["results"]["bae"]["l0"])
 
 

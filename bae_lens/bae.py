@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from bae_lens.binarize import ESTIMATORS, binarize, bits_to_values, square_wave_code, step_code
-from bae_lens.distributed import gather_rows, global_firing_rates
+from bae_lens.collectives import gather_rows, global_firing_rates
 from bae_lens.penalties import (
     DEPENDENCE_PENALTIES,
     REDUCTIONS,
@@ -320,6 +320,25 @@ class BinaryAutoencoderTrainingConfig(TrainingSAEConfig):
             )
         if self.init_firing_rate is not None and not 0.0 < self.init_firing_rate < 1.0:
             raise ValueError(f"init_firing_rate={self.init_firing_rate!r} must be in (0, 1)")
+
+
+BAE_OPTIONS: tuple[str, ...] = (
+    "estimator",
+    "estimator_temperature",
+    "bits_per_feature",
+    "entropy_coefficient",
+    "entropy_warm_up_steps",
+    "entropy_start_step",
+    "entropy_threshold",
+    "entropy_reduction",
+    "covariance_coefficient",
+    "covariance_warm_up_steps",
+    "covariance_penalty",
+    "covariance_reduction",
+    "init_firing_rate",
+)
+"""The training-config fields that training commands expose as options
+(``bae-lens train``, ``python -m bae_lens.distributed``)."""
 
 
 class BinaryAutoencoderTraining(_BinaryEncoding, TrainingSAE[BinaryAutoencoderTrainingConfig]):

@@ -20,16 +20,11 @@ Metrics are those of :mod:`bae_lens.evaluate`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-import os
-import platform
 import re
 import shutil
-import sys
-import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,7 +41,9 @@ from bae_lens.baselines import (
     cache_activations,
     cached_hooks,
 )
-from bae_lens.evaluate import SpliceMetrics, evaluate_saes, metrics_table, set_threads
+from bae_lens.evaluate import SpliceMetrics, evaluate_saes, metrics_table
+from bae_lens.main_job import MAIN_JOB_DEFAULTS
+from bae_lens.runtime import environment
 from bae_lens.stages import StageClock
 from bae_lens.transcoders import TranscoderTrainingConfig, train_transcoder
 
@@ -123,7 +120,6 @@ def train_dictionary(
     name: str, model: Any, train_set: Any, cache: Path, out: Path, s: CompareSettings
 ) -> None:
     """Train dictionary ``name`` on the cached activations and save it to ``out``."""
-    from bae_lens.cli import _MAIN_JOB_DEFAULTS
     from bae_lens.train import train_sae
 
     d_in = model.cfg.d_model
@@ -148,7 +144,7 @@ def train_dictionary(
             code=TRANSCODERS[name],  # type: ignore[arg-type]
             l1_coefficient=s.l1_coefficient,
             device=s.device,
-            **({k: v for k, v in _MAIN_JOB_DEFAULTS.items() if k.endswith("_coefficient")}),
+            **({k: v for k, v in MAIN_JOB_DEFAULTS.items() if k.endswith("_coefficient")}),
         )
         common.pop("device")
         train_transcoder(
@@ -164,7 +160,7 @@ def train_dictionary(
             d_sae=d_sae,
             device=s.device,
             normalize_activations=NORMALIZE,
-            **_MAIN_JOB_DEFAULTS,
+            **MAIN_JOB_DEFAULTS,
         )
     else:
         rate = s.random_firing_rate or _bae_firing_rate(out.parent / "bae") or 0.05
@@ -257,20 +253,6 @@ def run_compare(
     return payload
 
 
-def environment() -> dict[str, Any]:
-    """Versions and machine, for the results README."""
-    from importlib.metadata import version
-
-    return {
-        "python": sys.version.split()[0],
-        **{p: version(p) for p in ("torch", "sae-lens", "transformer-lens", "bae-lens")},
-        "machine": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
-
-
 def plot_l0_vs_ce(results: Mapping[str, SpliceMetrics], path: str, title: str = "") -> None:
     """L0 (log scale) against CE loss recovered, one labelled point per dictionary; binary
     codes also show their burst L0 (hollow, joined to L0); transcoders are squares."""
@@ -308,86 +290,3 @@ def plot_l0_vs_ce(results: Mapping[str, SpliceMetrics], path: str, title: str = 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-# ---- `bae-lens compare` ----------------------------------------------------------------
-
-
-def add_compare_args(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``bae-lens compare``."""
-    from bae_lens.cli import add_run_args
-
-    add_run_args(p)
-    p.add_argument(
-        "--dictionaries",
-        default=",".join(DICTIONARIES),
-        help=f"comma-separated subset of {','.join(DICTIONARIES)}",
-    )
-    p.add_argument("--k", type=int, default=32, help="topk/batchtopk k, jumprelu target L0")
-    p.add_argument(
-        "--l1-coefficient", type=float, default=5.0, help="standard, gated, ReLU transcoder"
-    )
-    p.add_argument(
-        "--random-firing-rate",
-        type=float,
-        default=None,
-        help="random_bae bit rate (default: the BAE's mean rate)",
-    )
-    p.add_argument("--eval-sequences", type=int, default=32, help="held-out sequences")
-    p.add_argument("--eval-batch-size", type=int, default=8)
-    p.add_argument("--work-dir", default="runs/compare", help="trained dictionaries + cache")
-    p.add_argument("--output", default="benchmarks/results/compare", help="table, JSON, plot")
-    p.add_argument("--reuse", action="store_true", help="load dictionaries already in --work-dir")
-    p.add_argument("--keep-cache", action="store_true", help="keep the activation cache")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--seed", type=int, default=42)
-
-
-def compare_command(args: argparse.Namespace) -> int:
-    from bae_lens import models
-    from bae_lens.evaluate import load_eval_tokens
-
-    set_threads(args.threads)
-    started = time.time()
-    names = [n.strip() for n in args.dictionaries.split(",") if n.strip()]
-    check_dictionaries(names)
-    model_name = args.model or models.EMBEDDED_MODEL_NAME
-    model = models.load_model(model_name, device=args.device)
-    from bae_lens.cli import load_data
-
-    train_set = load_data(args.dataset, "train")
-    tokens = load_eval_tokens(model, args.dataset, args.context_size, args.eval_sequences)
-    settings = CompareSettings(
-        hook=args.hook,
-        expansion=args.expansion,
-        training_tokens=args.training_tokens,
-        batch_tokens=args.batch_tokens,
-        context_size=args.context_size,
-        lr=args.lr,
-        seed=args.seed,
-        k=args.k,
-        l1_coefficient=args.l1_coefficient,
-        random_firing_rate=args.random_firing_rate,
-        device=args.device,
-        model_name=model_name,
-    )
-    payload = run_compare(
-        model,
-        train_set,
-        tokens,
-        names,
-        settings,
-        args.work_dir,
-        args.output,
-        reuse=args.reuse,
-        keep_cache=args.keep_cache,
-        eval_batch_size=args.eval_batch_size,
-    )
-    payload["wall_seconds"] = round(time.time() - started, 1)
-    payload["command"] = "bae-lens compare " + " ".join(sys.argv[2:])
-    Path(args.output, "compare.json").write_text(json.dumps(payload, indent=1))
-    print((Path(args.output) / "compare.md").read_text())
-    print(payload["time_summary"])
-    print(f"wall time {payload['wall_seconds']} s; written to {args.output}/")
-    return 0

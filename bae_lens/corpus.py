@@ -563,3 +563,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def load_data(dataset: str, split: str) -> datasets.Dataset:
+    """The embedded corpus (``dataset='embedded'``), a local text/JSON dataset or a hub one."""
+    if dataset == "embedded":
+        return load_embedded_corpus(split)
+    return load_text_dataset(dataset, split=split)

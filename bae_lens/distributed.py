@@ -45,7 +45,6 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -53,90 +52,17 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from bae_lens.collectives import (
+    all_reduce_mean,
+    average_gradients,
+    broadcast_parameters,
+    gather_rows,
+    global_firing_rates,
+    rank_and_world,
+    shard_rows,
+)
+
 logger = logging.getLogger(__name__)
-
-
-def is_distributed() -> bool:
-    """True inside an initialised process group of more than one rank."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _rank_and_world() -> tuple[int, int]:
-    if not is_distributed():
-        return 0, 1
-    return dist.get_rank(), dist.get_world_size()
-
-
-def gather_rows(x: Tensor) -> Tensor:
-    """Concatenate ``x`` ``[n, ...]`` from every rank along dim 0, keeping gradients.
-
-    Every rank must pass the same shape. Without a process group this returns ``x``.
-    """
-    if not is_distributed():
-        return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x.contiguous()), dim=0)
-
-
-def all_reduce_mean(x: Tensor) -> Tensor:
-    """Mean of ``x`` over ranks (no gradient); ``x`` itself without a process group."""
-    if not is_distributed():
-        return x.detach()
-    out = x.detach().clone()
-    dist.all_reduce(out)
-    return out / dist.get_world_size()
-
-
-@torch.no_grad()
-def global_firing_rates(bits: Tensor) -> Tensor:
-    """Firing rate of each bit over the rows of every rank (shards may differ in size)."""
-    bits = bits.reshape(-1, bits.shape[-1]).float()  # [n_local, n_bits]
-    counts = torch.cat([bits.sum(dim=0), bits.new_tensor([bits.shape[0]])])
-    if is_distributed():
-        dist.all_reduce(counts)
-    return counts[:-1] / counts[-1].clamp_min(1)
-
-
-@torch.no_grad()
-def average_gradients(module: torch.nn.Module) -> None:
-    """Replace every parameter's gradient by its mean over ranks (one flat all_reduce)."""
-    if not is_distributed():
-        return
-    # Parameters without a gradient keep none (Adam skips them, as in one process); the
-    # graph is the same on every rank, so every rank skips the same ones.
-    params = [p for p in module.parameters() if p.grad is not None]
-    if not params:
-        return
-    flat = torch.cat([p.grad.reshape(-1) for p in params])  # type: ignore[union-attr]
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad.copy_(flat[offset : offset + n].view_as(p))  # type: ignore[union-attr]
-        offset += n
-
-
-@torch.no_grad()
-def broadcast_parameters(module: torch.nn.Module, src: int = 0) -> None:
-    """Copy rank ``src``'s parameters and buffers to every rank."""
-    if not is_distributed():
-        return
-    for tensor in [*module.parameters(), *module.buffers()]:
-        dist.broadcast(tensor.data, src)
-
-
-def shard_rows(batch: Tensor, rank: int, world_size: int) -> Tensor:
-    """Rank ``rank``'s contiguous share of a global batch (concatenating the shards in
-    rank order gives the batch back, which is what :func:`gather_rows` does)."""
-    if batch.shape[0] % world_size != 0:
-        raise ValueError(
-            f"global batch of {batch.shape[0]} rows does not split evenly over "
-            f"{world_size} ranks: make the batch size a multiple of the world size"
-        )
-    n = batch.shape[0] // world_size
-    return batch[rank * n : (rank + 1) * n]
 
 
 def iterate_batches(
@@ -197,7 +123,7 @@ def train_data_parallel(
             "train_data_parallel does not run: scale the activation stream beforehand and "
             "use 'none' (or 'layer_norm', applied inside the SAE)"
         )
-    rank, world = _rank_and_world()
+    rank, world = rank_and_world()
     broadcast_parameters(sae)
     optimizer = torch.optim.Adam(sae.parameters(), lr=lr, betas=adam_betas)
     scheduler = get_lr_scheduler(
@@ -277,8 +203,8 @@ def load_activations(path: str | Path) -> Tensor:
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    from bae_lens.bae import BinaryAutoencoderTrainingConfig
-    from bae_lens.cli import _BAE_CLI_FIELDS, _bae_field_help
+    from bae_lens.bae import BAE_OPTIONS, BinaryAutoencoderTrainingConfig
+    from bae_lens.config_args import add_config_options
 
     p = argparse.ArgumentParser(
         prog="python -m torch.distributed.run --nproc_per_node N -m bae_lens.distributed",
@@ -293,25 +219,18 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--log-every", type=int, default=10, help="training_log period (steps)")
     p.add_argument("--dtype", default="float32", help="SAE dtype")
-    helps = _bae_field_help()
-    defaults = {f.name: f.default for f in fields(BinaryAutoencoderTrainingConfig)}
-    for name in _BAE_CLI_FIELDS:
-        default = defaults[name]
-        kind = type(default) if default is not None else float
-        p.add_argument(
-            "--" + name.replace("_", "-"), type=kind, default=default, help=helps.get(name, "")
-        )
+    add_config_options(p, BinaryAutoencoderTrainingConfig, BAE_OPTIONS)
     return p
 
 
 def run(args: argparse.Namespace) -> list[dict[str, float]]:
     """Train from parsed arguments; rank 0 writes the SAE, training_log.jsonl and
     losses.json (global per-step losses) to ``args.output``."""
-    from bae_lens.bae import BinaryAutoencoderTraining, BinaryAutoencoderTrainingConfig
-    from bae_lens.cli import _BAE_CLI_FIELDS
+    from bae_lens.bae import BAE_OPTIONS, BinaryAutoencoderTraining, BinaryAutoencoderTrainingConfig
+    from bae_lens.config_args import config_values
     from bae_lens.train import write_training_log
 
-    rank, world = _rank_and_world()
+    rank, world = rank_and_world()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     acts = load_activations(args.activations)
@@ -324,7 +243,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
         device=device,
         dtype=args.dtype,
         log_every=args.log_every,
-        **{name: getattr(args, name) for name in _BAE_CLI_FIELDS},
+        **config_values(args, BAE_OPTIONS),
     )
     torch.manual_seed(args.seed)  # same init and the same RNG draws on every rank
     sae = BinaryAutoencoderTraining(cfg)

@@ -20,15 +20,9 @@ builds sets of known entropy; :mod:`bae_lens.icl` measures the in-context-learni
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
-import platform
-import sys
-import time
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -385,164 +379,37 @@ def collect_hidden_states(
     return {hook: torch.cat(p) for hook, p in parts.items()}
 
 
-# ------------------------------------------------------------------------------------- CLI
-
-
-def add_entropy_args(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``bae-lens entropy``."""
-    p.add_argument(
-        "--model",
-        default=None,
-        help="TransformerLens model (default: the embedded SmolLM2-135M-Instruct; "
-        "gemma-3-270m loads offline once its optional package is installed)",
-    )
-    p.add_argument("--layers", default="14", help="comma-separated layers (hook_resid_post)")
-    p.add_argument("--sae", default=None, help="a saved BAE (SAELens folder) to use, one layer")
-    p.add_argument(
-        "--icl",
-        action="store_true",
-        help="in-context learning: entropy at the label-prefix token of k-shot "
-        "sentiment prompts (movie reviews) instead of corpus text; writes a PNG",
-    )
-    p.add_argument("--ks", default="0,1,2,4,8", help="with --icl: numbers of demonstrations")
-    p.add_argument("--n-prompts", type=int, default=200, help="with --icl: prompts per k")
-    p.add_argument(
-        "--max-chars",
-        type=int,
-        default=100,
-        help="with --icl: use review snippets of at most this many characters",
-    )
-    p.add_argument("--sequences", type=int, default=64, help="sequences of the eval split")
-    p.add_argument("--context-size", type=int, default=128)
-    p.add_argument("--expansion", type=int, default=4, help="d_sae = expansion * d_model")
-    p.add_argument("--steps", type=int, default=200, help="BAE training steps per layer")
-    p.add_argument("--batch-size", type=int, default=512, help="BAE minibatch (rows)")
-    p.add_argument("--entropy-coefficient", type=float, default=0.05)
-    p.add_argument("--covariance-coefficient", type=float, default=30.0)
-    p.add_argument(
-        "--normalize",
-        default="mean_norm",
-        choices=NORMALIZATIONS,
-        help="scaling of each set before its BAE trains (train_set_bae)",
-    )
-    p.add_argument(
-        "--states",
-        default=None,
-        help="with --icl: safetensors file of the label-prefix states; read when it "
-        "exists (no model run), else written after the model run",
-    )
-    p.add_argument("--threshold", type=float, default=DEFAULT_INFORMATIVE_THRESHOLD)
-    p.add_argument("--per-position", action="store_true", help="also entropy per position")
-    p.add_argument("--output", default="entropy.json", help="JSON file to write")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)  # fmt: skip
-
-
-def _train_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "entropy_coefficient": args.entropy_coefficient,
-        "covariance_coefficient": args.covariance_coefficient,
-        "normalize": args.normalize,
-    }
-
-
-def _icl_command(model_name: str, args: argparse.Namespace, layers: list[int]) -> dict[str, Any]:
-    from bae_lens import icl
-    from bae_lens.models import load_model
-    from bae_lens.sentiment_data import load_movie_reviews
-
-    ks = [int(v) for v in str(args.ks).split(",") if v.strip()]
-    if args.states is not None and Path(args.states).is_file():
-        states = icl.load_icl_states(args.states)
-        if (states.ks, states.layers, states.n_prompts) != (ks, layers, args.n_prompts):
-            raise ValueError(
-                f"{args.states!r} holds ks={states.ks}, layers={states.layers}, "
-                f"n_prompts={states.n_prompts}; asked for ks={ks}, layers={layers}, "
-                f"n_prompts={args.n_prompts}"
+def entropy_by_layer(
+    states: dict[str, Tensor],
+    *,
+    sae: Any = None,
+    expansion: int = 4,
+    threshold: float = DEFAULT_INFORMATIVE_THRESHOLD,
+    per_position: bool = False,
+    seed: int = 0,
+    **train_options: Any,
+) -> dict[str, dict[str, Any]]:
+    """Entropy of each hook's token states ``[n_seq, pos, d]`` (BOS already dropped), from
+    ``sae`` or from a BAE trained on the set (:func:`train_set_bae` with ``train_options``);
+    ``per_position`` adds the entropy at each position."""
+    results: dict[str, dict[str, Any]] = {}
+    for hook, x in states.items():
+        bae = sae
+        if bae is None:
+            rows = x.reshape(-1, x.shape[-1])  # [n_seq * pos, d]
+            bae = train_set_bae(
+                rows, expansion * x.shape[-1], seed=seed, progress=True, **train_options
             )
-    else:
-        examples = [e for e in load_movie_reviews() if len(e[0]) <= args.max_chars]
-        model = load_model(model_name)
-        layer_hooks(model, layers)  # a layer the model lacks fails before any work
-        states = icl.collect_icl_states(
-            model, examples, ks, layers, n_prompts=args.n_prompts, seed=args.seed, progress=True
-        )
-        if args.states is not None:
-            icl.save_icl_states(states, args.states)
-    curve = icl.icl_entropy_curve(
-        states, expansion=args.expansion, seed=args.seed, progress=True, **_train_options(args)
-    )
-    for i, (k, accuracy) in enumerate(zip(curve.ks, curve.accuracy, strict=True)):
-        bits = " ".join(f"{curve.entropy_bits[la][i]:7.1f}" for la in layers)
-        print(f"k={k:<3d} accuracy {accuracy:.3f}  entropy by layer {bits}")
-    png = str(Path(args.output).with_suffix(".png"))
-    Path(png).parent.mkdir(parents=True, exist_ok=True)
-    icl.plot_icl_curve(curve, model_name, png)
-    print(f"wrote {png}")
-    return {**curve.to_dict(), "max_chars": args.max_chars}
-
-
-def _corpus_command(model_name: str, args: argparse.Namespace, layers: list[int]) -> dict[str, Any]:
-    from bae_lens.corpus import load_embedded_corpus
-    from bae_lens.evaluate import build_eval_tokens
-    from bae_lens.models import load_model
-
-    model = load_model(model_name)
-    hooks = layer_hooks(model, layers)
-    tok = model.tokenizer
-    if tok is None:
-        raise ValueError("the model has no tokenizer: cannot tokenize the corpus")
-    texts = load_embedded_corpus("eval")["text"]
-    tokens = build_eval_tokens(tok, texts, args.context_size, args.sequences, tok.bos_token_id)
-    states = collect_hidden_states(model, tokens, hooks, progress=True)
-    results: dict[str, Any] = {"layers": {}, "n_sequences": int(tokens.shape[0])}
-    for hook in hooks:
-        x = states[hook][:, 1:]  # [n_seq, pos, d]; BOS dropped
-        if args.sae is not None:
-            from bae_lens.io import load_bae
-
-            sae: Any = load_bae(args.sae)
-        else:
-            sae = train_set_bae(
-                x.reshape(-1, x.shape[-1]), args.expansion * x.shape[-1], seed=args.seed,
-                progress=True, **_train_options(args),
-            )  # fmt: skip
-        est = estimate_entropy(sae, x, threshold=args.threshold)
+        est = estimate_entropy(bae, x, threshold=threshold)
         entry = est.to_dict()
-        if args.per_position:
+        if per_position:
             entry["per_position_bits"] = [
-                round(estimate_entropy(sae, x[:, i], threshold=args.threshold).entropy_bits, 3)
+                round(estimate_entropy(bae, x[:, i], threshold=threshold).entropy_bits, 3)
                 for i in tqdm(range(x.shape[1]), desc="positions")
             ]
-        results["layers"][hook] = entry
-        print(
-            f"{hook:<28} H = {est.entropy_bits:8.1f} bits  informative "
-            f"{est.n_informative}/{est.n_bits}  over {est.n_samples} tokens"
-        )
+        results[hook] = entry
+        logger.info(
+            "%s: H = %.1f bits, informative %d/%d over %d tokens",
+            hook, est.entropy_bits, est.n_informative, est.n_bits, est.n_samples,
+        )  # fmt: skip
     return results
-
-
-def entropy_command(args: argparse.Namespace) -> int:
-    """``bae-lens entropy``: entropy of a model's hidden states per layer (and per position)
-    on held-out text of the embedded corpus, or with ``--icl`` at the label-prefix token of
-    k-shot prompts; prints a table and writes JSON (and, with ``--icl``, a PNG)."""
-    from bae_lens.models import EMBEDDED_MODEL_NAME
-
-    torch.set_num_threads(args.threads)
-    layers = [int(v) for v in str(args.layers).split(",") if v.strip()]
-    if args.sae is not None and (len(layers) != 1 or args.icl):
-        raise ValueError(f"--sae takes one layer and no --icl, got --layers {args.layers!r}")
-    started = time.time()
-    model_name = args.model or EMBEDDED_MODEL_NAME
-    run = _icl_command if args.icl else _corpus_command
-    results = {"model": model_name, **run(model_name, args, layers)}
-    results["seconds"] = round(time.time() - started, 1)
-    results["command"] = "bae-lens entropy " + " ".join(sys.argv[2:])
-    results["versions"] = {"torch": torch.__version__, "python": platform.python_version()}
-    results["device"] = f"cpu ({platform.machine()}), {torch.get_num_threads()} thread(s)"
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(results))
-    print(f"wrote {args.output}")
-    return 0

@@ -46,11 +46,9 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -513,37 +511,11 @@ def plot_firing_rates(metrics: SpliceMetrics, path: str, title: str = "") -> Non
 # ---- `bae-lens eval` -------------------------------------------------------------------
 
 
-def add_eval_args(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``bae-lens eval``."""
-    p.add_argument("saes", nargs="+", help="SAELens save folders (cfg.json + safetensors)")
-    p.add_argument("--model", default=None, help="model name (default: the embedded SmolLM2)")
-    p.add_argument("--hook", default=None, help="override the SAEs' recorded input hook")
-    p.add_argument("--dataset", default="embedded", help="as for `bae-lens train` (eval split)")
-    p.add_argument("--context-size", type=int, default=128)
-    p.add_argument("--eval-sequences", type=int, default=32, help="held-out sequences")
-    p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
-    p.add_argument("--output", default="runs/eval", help="folder for eval.json/.md and plots")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-
-
-def set_threads(threads: int | None) -> None:
-    """``threads`` torch CPU threads; one by default on machines with <= 2 cores (as
-    ``bae-lens train``: extra OpenMP threads are far slower when the cores are shared)."""
-    if threads is None and (os.cpu_count() or 1) <= 2:
-        threads = 1
-    if threads is not None:
-        torch.set_num_threads(threads)
-
-
 def load_eval_tokens(model: Any, dataset: str, context_size: int, n_sequences: int) -> Tensor:
     """Held-out tokens from ``dataset``'s eval split ("embedded" or a local path/hub name)."""
-    from bae_lens import corpus
+    from bae_lens.corpus import load_data
 
-    if dataset == "embedded":
-        data = corpus.load_embedded_corpus("eval")
-    else:
-        data = corpus.load_text_dataset(dataset, split="eval")
+    data = load_data(dataset, "eval")
     tok = model.tokenizer
     return build_eval_tokens(tok, data["text"], context_size, n_sequences, tok.bos_token_id)
 
@@ -565,25 +537,33 @@ def write_results(
         plot_firing_rates(m, str(out / f"firing_rates_{name}.png"), title=name)
 
 
-def eval_command(args: argparse.Namespace) -> int:
-    """``bae-lens eval``: load SAEs from disk, evaluate side by side, write and print."""
-    import bae_lens  # noqa: F401  (registers the "bae" architecture)
+def evaluate_folders(
+    folders: list[str],
+    output: Path,
+    *,
+    model_name: str | None = None,
+    hook: str | None = None,
+    dataset: str = "embedded",
+    context_size: int = 128,
+    n_sequences: int = 32,
+    batch_size: int = 8,
+    device: str = "cpu",
+) -> dict[str, SpliceMetrics]:
+    """Load the SAELens save ``folders`` (named by folder), evaluate them side by side on
+    ``dataset``'s held-out text and write eval.json, eval.md and histograms to ``output``."""
     from bae_lens import models
     from bae_lens.transcoders import register_transcoders
 
     register_transcoders()
-    set_threads(args.threads)
-    for path in args.saes:
+    for path in folders:
         if not (Path(path) / "cfg.json").exists():
             raise ValueError(f"{path!r} is not a SAELens save folder (no cfg.json)")
-    if len({Path(p).name for p in args.saes}) != len(args.saes):
-        raise ValueError(f"SAE folders {args.saes} have repeated names")
-    saes = {Path(p).name: SAE.load_from_disk(p, device=args.device) for p in args.saes}
-    model = models.load_model(args.model or models.EMBEDDED_MODEL_NAME, device=args.device)
-    tokens = load_eval_tokens(model, args.dataset, args.context_size, args.eval_sequences)
-    overrides = dict.fromkeys(saes, args.hook) if args.hook else None
-    results = evaluate_saes(model, saes, tokens, args.batch_size, overrides)
-    write_results(results, Path(args.output), {"saes": args.saes, "n_sequences": len(tokens)})
-    print(metrics_table(results))
-    print(f"\nwritten to {args.output}/eval.json, eval.md, firing_rates_*.png")
-    return 0
+    if len({Path(p).name for p in folders}) != len(folders):
+        raise ValueError(f"SAE folders {folders} have repeated names")
+    saes = {Path(p).name: SAE.load_from_disk(p, device=device) for p in folders}
+    model = models.load_model(model_name or models.EMBEDDED_MODEL_NAME, device=device)
+    tokens = load_eval_tokens(model, dataset, context_size, n_sequences)
+    overrides = dict.fromkeys(saes, hook) if hook else None
+    results = evaluate_saes(model, saes, tokens, batch_size, overrides)
+    write_results(results, output, {"saes": folders, "n_sequences": len(tokens)})
+    return results

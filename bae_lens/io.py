@@ -19,8 +19,6 @@ from sae_lens.loading.pretrained_sae_loaders import handle_config_defaulting
 from sae_lens.registry import SAE_CLASS_REGISTRY
 from safetensors import safe_open
 
-import bae_lens  # noqa: F401  # registers "bae" with SAELens
-
 _CORE_WEIGHTS = ("W_enc", "W_dec", "b_enc", "b_dec")
 
 

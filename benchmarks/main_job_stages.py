@@ -99,16 +99,18 @@ def main() -> None:
     if "--output" not in train_args:
         train_args += ["--output", "runs/bae_stages"]
 
-    from bae_lens import cli, models
+    from bae_lens import models
+    from bae_lens.cli import train as train_cli
+    from bae_lens.main_job import run_main_job
 
     train_parser = argparse.ArgumentParser()
-    cli._add_train_args(train_parser)
+    train_cli.add_arguments(train_parser)
     job = train_parser.parse_args(train_args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     started = time.time()
-    summary = cli.run_train(job)
+    summary = run_main_job(train_cli.settings_from_args(job))
     wall = time.time() - started
     threads = summary["threads"]
     rates = gemm_gflops(threads)

@@ -29,7 +29,8 @@ import bae_lens
 from bae_lens import BinaryAutoencoder, BinaryAutoencoderConfig
 from bae_lens import BinaryAutoencoderTrainingConfig as TrainCfg
 from bae_lens.cli import main as cli_main
-from bae_lens.distributed import iterate_batches, load_activations, shard_rows
+from bae_lens.collectives import shard_rows
+from bae_lens.distributed import iterate_batches, load_activations
 from bae_lens.distributed import main as distributed_main
 from bae_lens.io import load_bae, load_sae
 from bae_lens.legacy import convert_legacy_state_dict, import_legacy_model

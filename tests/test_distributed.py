@@ -12,13 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from bae_lens.distributed import (
-    build_arg_parser,
-    global_firing_rates,
-    iterate_batches,
-    run,
-    shard_rows,
-)
+from bae_lens.collectives import global_firing_rates, shard_rows
+from bae_lens.distributed import build_arg_parser, iterate_batches, run
 
 ARGS = [
     "--batch-size",

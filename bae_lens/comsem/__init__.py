@@ -7,7 +7,7 @@
 - :mod:`bae_lens.comsem.score`: bae_lens's prompts, interpretation, Yes/No test and the
   specificity control; per-dictionary summary and table;
 - :mod:`bae_lens.comsem.server`: the offline judge (llama.cpp on loopback);
-- :mod:`bae_lens.comsem.cli`: ``bae-lens comsem``.
+- :mod:`bae_lens.cli.comsem`: ``bae-lens comsem``.
 """
 
 from bae_lens.comsem.collect import Collection, Sample, collect, collect_many

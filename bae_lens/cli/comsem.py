@@ -26,8 +26,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
-def add_comsem_args(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``bae-lens comsem``."""
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "saes", nargs="+", help="SAELens save folders (label = folder name, or LABEL=FOLDER)"
     )
@@ -83,7 +82,6 @@ def _labelled(paths: list[str]) -> dict[str, Path]:
 def _collections(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from sae_lens import SAE
 
-    import bae_lens  # noqa: F401  (registers "bae")
     from bae_lens import models
     from bae_lens.comsem.collect import Collection, collect_many
     from bae_lens.evaluate import load_eval_tokens
@@ -112,7 +110,6 @@ def _collections(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def run_comsem(args: argparse.Namespace) -> dict[str, Any]:
     """Collect, then (unless ``--collect-only``) judge; writes comsem.json and comsem.md."""
-    from bae_lens.compare import environment
     from bae_lens.comsem.install import ensure_local_judge
     from bae_lens.comsem.judge import Judge, JudgeConfig
     from bae_lens.comsem.score import (
@@ -123,7 +120,7 @@ def run_comsem(args: argparse.Namespace) -> dict[str, Any]:
         summarise,
     )
     from bae_lens.comsem.server import LocalJudgeServer
-    from bae_lens.evaluate import set_threads
+    from bae_lens.runtime import environment, set_threads
 
     started = time.time()
     if args.local_judge and not args.collect_only:
@@ -194,7 +191,7 @@ def run_comsem(args: argparse.Namespace) -> dict[str, Any]:
     return payload
 
 
-def comsem_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from bae_lens.comsem.server import JudgeServerDied
 
     try:

@@ -1,0 +1,103 @@
+"""``bae-lens train``: the main job (:func:`bae_lens.main_job.run_main_job`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import torch
+
+from bae_lens.bae import BAE_OPTIONS, BinaryAutoencoderTrainingConfig
+from bae_lens.config_args import add_config_options, config_values
+from bae_lens.main_job import DEFAULT_HOOK, MAIN_JOB_DEFAULTS, MainJobSettings, run_main_job
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Model, hook, data and training-size arguments shared by train and compare."""
+    p.add_argument("--model", default=None, help="model name (default: the embedded SmolLM2)")
+    p.add_argument("--hook", default=DEFAULT_HOOK, help="TransformerLens hook name")
+    p.add_argument(
+        "--dataset",
+        default="embedded",
+        help="'embedded', a local .txt/.json/.jsonl file or folder, or a hub dataset name",
+    )
+    p.add_argument("--expansion", type=int, default=4, help="d_sae = expansion * d_in")
+    p.add_argument("--training-tokens", type=int, default=300_000)
+    p.add_argument("--batch-tokens", type=int, default=1024, help="tokens per minibatch")
+    p.add_argument("--context-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_run_arguments(p)
+    p.add_argument("--eval-sequences", type=int, default=32, help="held-out sequences")
+    p.add_argument("--output", default="runs/bae", help="output directory")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: 1 on machines with <= 2 cores, else torch's choice)",
+    )
+    p.add_argument(
+        "--autocast-lm",
+        action="store_true",
+        help="run the model in bfloat16 autocast while generating training activations "
+        "(SAELens's autocast_lm; about 1.9x faster on CPUs with AVX512-BF16 or AMX, slower "
+        "on CPUs without; evaluation stays float32)",
+    )
+    p.add_argument("--seed", type=int, default=42)
+    add_config_options(p, BinaryAutoencoderTrainingConfig, BAE_OPTIONS, MAIN_JOB_DEFAULTS)
+
+
+def settings_from_args(args: argparse.Namespace) -> MainJobSettings:
+    return MainJobSettings(
+        model=args.model,
+        hook=args.hook,
+        dataset=args.dataset,
+        expansion=args.expansion,
+        training_tokens=args.training_tokens,
+        batch_tokens=args.batch_tokens,
+        context_size=args.context_size,
+        lr=args.lr,
+        eval_sequences=args.eval_sequences,
+        output=args.output,
+        device=args.device,
+        threads=args.threads,
+        autocast_lm=args.autocast_lm,
+        seed=args.seed,
+        bae_options=config_values(args, BAE_OPTIONS),
+    )
+
+
+def print_summary(summary: dict[str, Any], out: str) -> None:
+    rows = [
+        ("MSE (per element)", summary["mse"]),
+        ("explained variance", summary["explained_variance"]),
+        ("CE loss recovered", summary["ce_loss_recovered"]),
+        (
+            "CE clean / spliced / zero",
+            "{ce_clean:.3f} / {ce_spliced:.3f} / {ce_zero_ablation:.3f}".format(**summary),
+        ),
+        ("KL spliced (nats)", summary["kl_spliced"]),
+        ("L0 (ones per token)", summary["l0"]),
+        ("burst L0", summary["burst_l0"]),
+        ("entropy (bits)", summary["entropy_bits"]),
+        ("dead features", f"{summary['n_dead']} / {summary['n_features']}"),
+        ("always-on features", f"{summary['n_always_on']} / {summary['n_features']}"),
+        ("dense >1% / >10% / >50%", " / ".join(str(v) for v in summary["n_dense"].values())),
+        ("eval tokens (outliers left out)", f"{summary['n_tokens']} ({summary['n_outliers']})"),
+        ("wall time (s)", summary["total_seconds"]),
+    ]
+    print(f"\nBAE at {summary['hook_name']} of {summary['model']}")
+    for name, value in rows:
+        text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        print(f"  {name:<28} {text}")
+    print(f"saved to {out} (SAELens format), firing-rate histogram: {out}/firing_rates.png")
+    print(summary["time_summary"])
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = run_main_job(settings_from_args(args))
+    print_summary(summary, args.output)
+    return 0

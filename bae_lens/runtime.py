@@ -1,0 +1,40 @@
+"""The process's runtime: torch CPU threads, and the environment record kept with results."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from typing import Any
+
+import torch
+
+
+def set_threads(threads: int | None) -> int:
+    """Use ``threads`` torch CPU threads; by default one on machines with <= 2 cores.
+
+    On small shared machines two OpenMP threads were 40-100x slower than one whenever
+    another process was busy, so one thread is the safe default there; on larger machines
+    torch's own choice stands. Returns the thread count in force.
+    """
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads={threads}: must be >= 1")
+    if threads is None and (os.cpu_count() or 1) <= 2:
+        threads = 1
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def environment() -> dict[str, Any]:
+    """Versions and machine, recorded beside every benchmark and comparison result."""
+    from importlib.metadata import version
+
+    return {
+        "python": sys.version.split()[0],
+        **{p: version(p) for p in ("torch", "sae-lens", "transformer-lens", "bae-lens")},
+        "machine": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }

@@ -41,9 +41,10 @@ from bae_lens.baselines import (
     cache_activations,
     cached_hooks,
 )
-from bae_lens.evaluate import SpliceMetrics, evaluate_saes, metrics_table
+from bae_lens.evaluate import evaluate_saes
 from bae_lens.main_job import MAIN_JOB_DEFAULTS
 from bae_lens.runtime import environment
+from bae_lens.splice_metrics import SpliceMetrics, metrics_table
 from bae_lens.stages import StageClock
 from bae_lens.transcoders import TranscoderTrainingConfig, train_transcoder
 

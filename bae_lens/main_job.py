@@ -64,7 +64,8 @@ def run_main_job(settings: MainJobSettings) -> dict[str, Any]:
 
     from bae_lens import models
     from bae_lens.corpus import load_data
-    from bae_lens.evaluate import build_eval_tokens, evaluate_sae, plot_firing_rates
+    from bae_lens.evaluate import build_eval_tokens, evaluate_sae
+    from bae_lens.splice_metrics import plot_firing_rates
     from bae_lens.train import train_sae
 
     s = settings

@@ -41,6 +41,7 @@ FLOORS: dict[str, int] = {
     "bae_lens.baselines": 3,
     # 4: analyses
     "bae_lens.evaluate": 4,
+    "bae_lens.splice_metrics": 4,
     "bae_lens.main_job": 4,
     "bae_lens.entropy": 4,
     "bae_lens.icl": 4,

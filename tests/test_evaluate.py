@@ -14,11 +14,10 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 import bae_lens
 from bae_lens.cli import main
-from bae_lens.evaluate import (
+from bae_lens.evaluate import evaluate_sae, evaluate_saes
+from bae_lens.splice_metrics import (
     SpliceMetrics,
     code_statistics,
-    evaluate_sae,
-    evaluate_saes,
     metrics_table,
     plot_firing_rates,
     write_results,

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
-from bae_lens.evaluate import evaluate_folders, metrics_table
+from bae_lens.evaluate import evaluate_folders
 from bae_lens.runtime import set_threads
+from bae_lens.splice_metrics import metrics_table
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

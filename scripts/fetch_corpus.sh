@@ -69,4 +69,4 @@ else
 fi
 
 export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
-"$PYTHON" -m bae_lens.corpus prepare --debs "$DEST" --out "$OUT"
+"$PYTHON" -m bae_lens.corpus_build prepare --debs "$DEST" --out "$OUT"

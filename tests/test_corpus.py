@@ -16,7 +16,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from bae_lens import corpus  # noqa: E402
+from bae_lens import corpus, corpus_build  # noqa: E402
 
 SITE = Path("usr/lib/R/site-library")
 
@@ -95,7 +95,7 @@ def fake_extracted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def prepared(fake_extracted: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return corpus.prepare_embedded_corpus(fake_extracted, tmp_path_factory.mktemp("out"))
+    return corpus_build.prepare_embedded_corpus(fake_extracted, tmp_path_factory.mktemp("out"))
 
 
 def _read_jsonl(path: Path) -> list[dict[str, str]]:
@@ -108,11 +108,11 @@ def _read_jsonl(path: Path) -> list[dict[str, str]]:
 def test_lines_to_paragraphs_joins_lines_and_drops_headings() -> None:
     lines = ["\ufeffCHAPTER 1. Loomings.", "", "Call me  Ishmael.", "Some years ago.", "", ""]
     lines += ["Chapter XII", "", "BOOK ONE", "", "Part of the crew stayed."]
-    assert corpus.lines_to_paragraphs(lines) == [
+    assert corpus_build.lines_to_paragraphs(lines) == [
         "Call me Ishmael. Some years ago.",
         "Part of the crew stayed.",
     ]
-    kept = corpus.lines_to_paragraphs(lines, drop_headings=False)
+    kept = corpus_build.lines_to_paragraphs(lines, drop_headings=False)
     assert kept[0] == "CHAPTER 1. Loomings."
 
 
@@ -130,32 +130,32 @@ def test_lines_to_paragraphs_joins_lines_and_drops_headings() -> None:
     ],
 )
 def test_is_heading(text: str, expected: bool) -> None:
-    assert corpus.is_heading(text) is expected
+    assert corpus_build.is_heading(text) is expected
 
 
 def test_strip_gutenberg_boilerplate() -> None:
     lines = ["junk", "*** START OF THIS PROJECT GUTENBERG EBOOK X ***", "a", "b"]
     lines += ["*** END OF THIS PROJECT GUTENBERG EBOOK X ***", "licence"]
-    assert corpus.strip_gutenberg_boilerplate(lines) == ["a", "b"]
-    assert corpus.strip_gutenberg_boilerplate(["a", "b"]) == ["a", "b"]
+    assert corpus_build.strip_gutenberg_boilerplate(lines) == ["a", "b"]
+    assert corpus_build.strip_gutenberg_boilerplate(["a", "b"]) == ["a", "b"]
 
 
 def test_split_long_paragraph_respects_limit() -> None:
     paragraph = " ".join(f"Sentence number {i} is here." for i in range(200))
-    chunks = corpus.split_long_paragraph(paragraph, 300)
+    chunks = corpus_build.split_long_paragraph(paragraph, 300)
     assert all(len(c) <= 300 for c in chunks)
     assert " ".join(chunks) == paragraph
     unbroken = "a" * 1000
-    assert all(len(c) <= 300 for c in corpus.split_long_paragraph(unbroken, 300))
-    assert corpus.split_long_paragraph("short.", 300) == ["short."]
+    assert all(len(c) <= 300 for c in corpus_build.split_long_paragraph(unbroken, 300))
+    assert corpus_build.split_long_paragraph("short.", 300) == ["short."]
 
 
 def test_paragraphs_to_documents_sizes_and_order() -> None:
     paragraphs = [_sentence_paragraph(i) for i in range(100)]
-    docs = corpus.paragraphs_to_documents(paragraphs, min_chars=2000, max_chars=4000)
+    docs = corpus_build.paragraphs_to_documents(paragraphs, min_chars=2000, max_chars=4000)
     assert all(2000 <= len(d) <= 4000 for d in docs[:-1])
     assert [p for d in docs for p in d.split("\n\n")] == paragraphs
-    long_docs = corpus.paragraphs_to_documents(["short.", "z" * 9000], 2000, 4000)
+    long_docs = corpus_build.paragraphs_to_documents(["short.", "z" * 9000], 2000, 4000)
     assert long_docs[0] == "short." and all(len(d) <= 4000 for d in long_docs)
     assert "".join(long_docs[1:]) == "z" * 9000
 
@@ -163,17 +163,17 @@ def test_paragraphs_to_documents_sizes_and_order() -> None:
 @pytest.mark.parametrize(("min_chars", "max_chars"), [(0, 10), (100, 50)])
 def test_paragraphs_to_documents_rejects_bad_limits(min_chars: int, max_chars: int) -> None:
     with pytest.raises(ValueError, match="min_chars"):
-        corpus.paragraphs_to_documents(["x"], min_chars=min_chars, max_chars=max_chars)
+        corpus_build.paragraphs_to_documents(["x"], min_chars=min_chars, max_chars=max_chars)
 
 
 def test_split_train_eval_holds_out_tail() -> None:
     docs = [f"d{i}" for i in range(40)]
-    train, evaluation = corpus.split_train_eval(docs, 0.05)
+    train, evaluation = corpus_build.split_train_eval(docs, 0.05)
     assert evaluation == ["d38", "d39"] and train == docs[:38]
-    assert corpus.split_train_eval(["a", "b"], 0.05) == (["a"], ["b"])
-    assert corpus.split_train_eval(["a"], 0.05) == (["a"], [])
+    assert corpus_build.split_train_eval(["a", "b"], 0.05) == (["a"], ["b"])
+    assert corpus_build.split_train_eval(["a"], 0.05) == (["a"], [])
     with pytest.raises(ValueError, match="eval_fraction"):
-        corpus.split_train_eval(docs, 1.5)
+        corpus_build.split_train_eval(docs, 1.5)
 
 
 # --------------------------------------------------------------------------- prepare
@@ -198,7 +198,7 @@ def test_prepare_from_fake_packages(prepared: Path) -> None:
 
 
 def test_prepare_is_deterministic(fake_extracted: Path, prepared: Path, tmp_path: Path) -> None:
-    again = corpus.prepare_embedded_corpus(fake_extracted, tmp_path)
+    again = corpus_build.prepare_embedded_corpus(fake_extracted, tmp_path)
     for name in ("train.jsonl", "eval.jsonl"):
         assert (again / name).read_bytes() == (prepared / name).read_bytes()
 
@@ -217,7 +217,7 @@ def test_prepare_from_deb_files_without_dpkg(fake_extracted: Path, tmp_path: Pat
     deb = b"!<arch>\n" + _ar_member("debian-binary", b"2.0\n")
     deb += _ar_member("data.tar.xz", tar_bytes.getvalue())
     (debs / "r-cran-janeaustenr_1.0.0-1_all.deb").write_bytes(deb)
-    out = corpus.prepare_embedded_corpus(debs, tmp_path / "out")
+    out = corpus_build.prepare_embedded_corpus(debs, tmp_path / "out")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["debian_packages"]["r-cran-janeaustenr"] == "1.0.0-1"
     assert manifest["splits"]["train"]["documents"] > 0
@@ -225,13 +225,15 @@ def test_prepare_from_deb_files_without_dpkg(fake_extracted: Path, tmp_path: Pat
 
 def test_prepare_missing_dir_raises(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="fetch_corpus.sh"):
-        corpus.prepare_embedded_corpus(tmp_path / "nope", tmp_path / "out")
+        corpus_build.prepare_embedded_corpus(tmp_path / "nope", tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="fetch_corpus.sh"):
-        corpus.prepare_embedded_corpus(tmp_path, tmp_path / "out")
+        corpus_build.prepare_embedded_corpus(tmp_path, tmp_path / "out")
 
 
 def test_cli_prepare(fake_extracted: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert corpus.main(["prepare", "--debs", str(fake_extracted), "--out", str(tmp_path)]) == 0
+    assert (
+        corpus_build.main(["prepare", "--debs", str(fake_extracted), "--out", str(tmp_path)]) == 0
+    )
     assert "train:" in capsys.readouterr().out
     assert (tmp_path / "eval.jsonl").is_file()
 

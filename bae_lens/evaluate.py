@@ -50,7 +50,7 @@ import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from sae_lens import SAE
@@ -216,6 +216,48 @@ def _check_dims(name: str, sae: SAE[Any], hooks: tuple[str, str], x: Tensor, y: 
 
 
 @torch.no_grad()
+class _CleanPass(NamedTuple):
+    logprobs: Tensor
+    """[batch, pos - 1, vocab] next-token log-probabilities."""
+    probs: Tensor
+    cache: Any
+    """The hooks' activations (ActivationCache)."""
+
+
+def _clean_pass(model: Any, batch: Tensor, hooks: list[str]) -> _CleanPass:
+    logits, cache = model.run_with_cache(batch, names_filter=hooks)
+    logprobs = _next_token_logprobs(logits)
+    return _CleanPass(logprobs, logprobs.exp(), cache)
+
+
+def _ablated_ce_kl(
+    model: Any, batch: Tensor, clean: _CleanPass, start: int | None, hook: str, replace: Any
+) -> tuple[float, float]:
+    """Summed CE and KL(clean || pass) of a pass with ``hook`` replaced by ``replace``."""
+    logits = _run_from(model, batch, clean.cache, start, [(hook, replace)])
+    logprobs = _next_token_logprobs(logits)
+    return float(_ce_sum(logprobs, batch)), float(_kl_sum(clean.probs, clean.logprobs, logprobs))
+
+
+def _add_activations(
+    acc: MetricAccumulator,
+    sae: SAE[Any],
+    cache: Any,
+    hooks: tuple[str, str],
+    recon: Tensor,
+    kept_clean: Tensor,
+) -> None:
+    """Reconstruction and code statistics over the counted positions of one batch."""
+    x, y = cache[hooks[0]], cache[hooks[1]]
+    counted = ~kept_clean  # [batch, pos]: BOS and massive activations left out
+    acc.n_outliers += int(kept_clean[:, 1:].sum())
+    acc.add_activations(
+        y[counted].float(),
+        recon[counted].float(),
+        _code(sae, x[counted].to(sae.dtype)),  # [n_counted, n_features]
+    )
+
+
 def evaluate_saes(
     model: Any,
     saes: Mapping[str, SAE[Any]],
@@ -259,39 +301,27 @@ def evaluate_saes(
         batch = tokens[b * batch_size : (b + 1) * batch_size].to(device)
         n_tok = batch.numel()
         with clock.stage("eval: clean pass", n_tok):
-            clean, cache = model.run_with_cache(batch, names_filter=needed)
-            clean_logprobs = _next_token_logprobs(clean)
-            clean_probs = clean_logprobs.exp()
-            ce_clean += float(_ce_sum(clean_logprobs, batch))
+            clean = _clean_pass(model, batch, needed)
+            ce_clean += float(_ce_sum(clean.logprobs, batch))
         n_pred += batch.shape[0] * (batch.shape[1] - 1)
-        keep_clean = {h: _clean_positions(cache[h], outlier_norm_factor) for h in out_hooks}
+        keep = {h: _clean_positions(clean.cache[h], outlier_norm_factor) for h in out_hooks}
         for hook in out_hooks:
             with clock.stage("eval: zero-ablated pass", n_tok):
-                replace = _replace_hook(torch.zeros_like(cache[hook]), keep_clean[hook])
-                zero = _run_from(model, batch, cache, starts[hook], [(hook, replace)])
-                logprobs = _next_token_logprobs(zero)
-                ce_zero[hook] += float(_ce_sum(logprobs, batch))
-                kl_zero[hook] += float(_kl_sum(clean_probs, clean_logprobs, logprobs))
+                zeros = _replace_hook(torch.zeros_like(clean.cache[hook]), keep[hook])
+                ce, kl = _ablated_ce_kl(model, batch, clean, starts[hook], hook, zeros)
+                ce_zero[hook] += ce
+                kl_zero[hook] += kl
         for name, sae in saes.items():
             hook_in, hook_out = hooks[name]
-            x, y = cache[hook_in], cache[hook_out]
-            _check_dims(name, sae, hooks[name], x, y)
+            _check_dims(name, sae, hooks[name], clean.cache[hook_in], clean.cache[hook_out])
             with clock.stage("eval: spliced pass", n_tok):
-                recon = sae.decode(sae.encode(x.to(sae.dtype)))  # [batch, pos, d_out]
-                clean_at = keep_clean[hook_out]
-                replace = _replace_hook(recon, clean_at)
-                spliced = _run_from(model, batch, cache, starts[hook_out], [(hook_out, replace)])
-                logprobs = _next_token_logprobs(spliced)
-                acc[name].ce += float(_ce_sum(logprobs, batch))
-                acc[name].kl += float(_kl_sum(clean_probs, clean_logprobs, logprobs))
+                recon = sae.decode(sae.encode(clean.cache[hook_in].to(sae.dtype)))
+                splice = _replace_hook(recon, keep[hook_out])  # recon: [batch, pos, d_out]
+                ce, kl = _ablated_ce_kl(model, batch, clean, starts[hook_out], hook_out, splice)
+                acc[name].ce += ce
+                acc[name].kl += kl
             with clock.stage("eval: metrics"):
-                counted = ~clean_at  # [batch, pos]: BOS and massive activations left out
-                acc[name].n_outliers += int(clean_at[:, 1:].sum())
-                acc[name].add_activations(
-                    y[counted].float(),
-                    recon[counted].float(),
-                    _code(sae, x[counted].to(sae.dtype)),  # [n_counted, n_features]
-                )
+                _add_activations(acc[name], sae, clean.cache, hooks[name], recon, keep[hook_out])
         bar.update(n_tok)
     bar.close()
     return {

@@ -159,12 +159,71 @@ def train_sae(
     if len(dataset) == 0:
         raise ValueError("dataset is empty")
     output_dir = Path(output_dir)
-    settings: dict[str, Any] = {
+    settings = runner_settings(
+        sae_cfg, hook_name, output_dir, model_name=model_name, training_tokens=training_tokens,
+        train_batch_size_tokens=train_batch_size_tokens, context_size=context_size, lr=lr,
+        device=device, seed=seed, store_batch_size_prompts=store_batch_size_prompts,
+        is_dataset_tokenized="input_ids" in dataset.column_names,
+    )  # fmt: skip
+    cfg = LanguageModelSAERunnerConfig(**(settings | runner_overrides))
+    runner = runner_cls(cfg, override_dataset=dataset, override_model=model)
+    estimates_norm = (
+        sae_cfg.normalize_activations == "expected_average_only_in"
+        and cfg.resume_from_checkpoint is None
+        and not cfg.prefetch_llm_batches
+    )
+    progress = tqdm(
+        total=cfg.training_tokens, unit="tok", unit_scale=True, desc="train (tokens)", position=1
+    )
+    store = OutlierFilter(
+        runner.activations_store,
+        outlier_norm_factor,
+        replay_first=cfg.n_batches_for_norm_estimate if estimates_norm else 0,
+        progress=progress,
+    )
+    runner.activations_store = store
+    clock = clock if clock is not None else StageClock()
+    _time_store(store, clock)
+    started = time.perf_counter()
+    try:
+        sae = runner.run()
+    finally:
+        progress.close()
+    inner = sum(clock.seconds(name) for name in _STORE_STAGES)
+    clock.add("SAE steps", time.perf_counter() - started - inner, cfg.training_tokens)
+    if outlier_norm_factor is not None:
+        logger.info("dropped %d of %d outlier activations", store.n_dropped, store.n_seen)
+    write_training_log(sae, output_dir)
+    return sae
+
+
+_STORE_STAGES = ("tokenisation", "activation generation", "norm estimate")
+
+
+def runner_settings(
+    sae_cfg: TrainingSAEConfig,
+    hook_name: str,
+    output_dir: Path,
+    *,
+    model_name: str,
+    training_tokens: int,
+    train_batch_size_tokens: int,
+    context_size: int,
+    lr: float,
+    device: str,
+    seed: int,
+    store_batch_size_prompts: int,
+    is_dataset_tokenized: bool,
+) -> dict[str, Any]:
+    """``LanguageModelSAERunnerConfig`` fields for :func:`train_sae`: the shuffling buffer
+    covers 8 minibatches, special tokens are dropped, wandb is off, SAELens saves to
+    ``output_dir`` and nowhere else."""
+    return {
         "sae": sae_cfg,
         "model_name": model_name,
         "hook_name": hook_name,
         "dataset_path": "",
-        "is_dataset_tokenized": "input_ids" in dataset.column_names,
+        "is_dataset_tokenized": is_dataset_tokenized,
         "streaming": False,
         "context_size": context_size,
         "training_tokens": training_tokens,
@@ -185,41 +244,6 @@ def train_sae(
         "verbose": False,
         "model_from_pretrained_kwargs": {},
     }
-    settings.update(runner_overrides)
-    cfg = LanguageModelSAERunnerConfig(**settings)
-    runner = runner_cls(cfg, override_dataset=dataset, override_model=model)
-    estimates_norm = (
-        sae_cfg.normalize_activations == "expected_average_only_in"
-        and cfg.resume_from_checkpoint is None
-        and not cfg.prefetch_llm_batches
-    )
-    progress = tqdm(
-        total=cfg.training_tokens, unit="tok", unit_scale=True, desc="train (tokens)", position=1
-    )
-    store = OutlierFilter(
-        runner.activations_store,
-        outlier_norm_factor,
-        replay_first=cfg.n_batches_for_norm_estimate if estimates_norm else 0,
-        progress=progress,
-    )
-    runner.activations_store = store
-    if clock is not None:
-        _time_store(store, clock)
-    started = time.perf_counter()
-    try:
-        sae = runner.run()
-    finally:
-        progress.close()
-    if clock is not None:
-        inner = sum(
-            clock.seconds(name)
-            for name in ("tokenisation", "activation generation", "norm estimate")
-        )
-        clock.add("SAE steps", time.perf_counter() - started - inner, cfg.training_tokens)
-    if outlier_norm_factor is not None:
-        logger.info("dropped %d of %d outlier activations", store.n_dropped, store.n_seen)
-    write_training_log(sae, output_dir)
-    return sae
 
 
 def _time_store(store: OutlierFilter, clock: StageClock) -> None:

@@ -333,9 +333,9 @@ def prepare_embedded_corpus(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bae_lens.corpus prepare --debs DIR [--out DIR]``."""
+    """``python -m bae_lens.corpus_build prepare --debs DIR [--out DIR]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m bae_lens.corpus", description=__doc__.split("\n")[0]
+        prog="python -m bae_lens.corpus_build", description=__doc__.split("\n")[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
     prep = sub.add_parser("prepare", help="build train/eval JSONL from the Debian R packages")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import torch
+from einops import rearrange
 from jaxtyping import Float
 from sae_lens.registry import SAE_CLASS_REGISTRY, SAE_TRAINING_CLASS_REGISTRY
 from sae_lens.saes.sae import (
@@ -452,9 +453,9 @@ class BinaryAutoencoderTraining(_BinaryEncoding, TrainingSAE[BinaryAutoencoderTr
             # feature_acts are these bits; the estimator's backward is linear in the incoming
             # gradient (except "reference"), so one estimator node serves every loss term
             # with the same gradient, at half the cost of a second binarization.
-            bits = feature_acts.reshape(-1, self.n_bits)  # [n, n_bits]
+            bits = rearrange(feature_acts, "... n_bits -> (...) n_bits")
         else:
-            bits = self._surrogate_bits(hidden_pre).reshape(-1, self.n_bits)
+            bits = rearrange(self._surrogate_bits(hidden_pre), "... n_bits -> (...) n_bits")
         bits = gather_rows(bits)  # under data parallelism: the global batch
         losses = {"entropy_loss": zero, "covariance_loss": zero}
         if entropy_on:

@@ -28,6 +28,7 @@ import math
 from typing import Any, Literal, get_args
 
 import torch
+from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor
 
@@ -155,5 +156,5 @@ def bits_to_values(
             f"the last dimension of bits ({bits.shape[-1]}) is not a multiple of "
             f"bits_per_feature={k}"
         )
-    grouped = bits.reshape(*bits.shape[:-1], bits.shape[-1] // k, k)  # [..., d_sae, k]
+    grouped = rearrange(bits, "... (d k) -> ... d k", k=k)
     return grouped @ bit_weights(k, bits.device, bits.dtype)

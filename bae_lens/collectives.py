@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from einops import rearrange
 from torch import Tensor
 
 
@@ -51,7 +52,7 @@ def all_reduce_mean(x: Tensor) -> Tensor:
 @torch.no_grad()
 def global_firing_rates(bits: Tensor) -> Tensor:
     """Firing rate of each bit over the rows of every rank (shards may differ in size)."""
-    bits = bits.reshape(-1, bits.shape[-1]).float()  # [n_local, n_bits]
+    bits = rearrange(bits, "... n_bits -> (...) n_bits").float()  # rows of this rank
     counts = torch.cat([bits.sum(dim=0), bits.new_tensor([bits.shape[0]])])
     if is_distributed():
         dist.all_reduce(counts)

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import torch
+from einops import rearrange
 from jaxtyping import Float
 from sae_lens.saes.sae import TrainStepInput
 from torch import Tensor
@@ -99,7 +100,7 @@ class FiringCounter:
                 f"code of shape {tuple(bits.shape)}: last dimension must be "
                 f"n_bits={self.counts.shape[0]}"
             )
-        flat = bits.reshape(-1, bits.shape[-1])  # [batch*pos, n_bits]
+        flat = rearrange(bits, "... n_bits -> (...) n_bits")
         self.counts += flat.sum(dim=0).to(device="cpu", dtype=torch.float64)
         self.n_samples += flat.shape[0]
 
@@ -124,7 +125,7 @@ class FiringCounter:
 
 def _batches(data: Tensor | Iterable[Tensor], batch_size: int) -> Iterator[Tensor]:
     if isinstance(data, Tensor):
-        flat = data.reshape(-1, data.shape[-1])  # [n, d_in]
+        flat = rearrange(data, "... d_in -> (...) d_in")
         for start in range(0, flat.shape[0], batch_size):
             yield flat[start : start + batch_size]
     else:
@@ -396,7 +397,7 @@ def entropy_by_layer(
     for hook, x in states.items():
         bae = sae
         if bae is None:
-            rows = x.reshape(-1, x.shape[-1])  # [n_seq * pos, d]
+            rows = rearrange(x, "seq pos d -> (seq pos) d")
             bae = train_set_bae(
                 rows, expansion * x.shape[-1], seed=seed, progress=True, **train_options
             )

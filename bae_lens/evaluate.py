@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from einops import rearrange
 from sae_lens import SAE
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -88,7 +89,7 @@ def build_eval_tokens(
         raise ValueError(
             f"evaluation text has {len(ids)} tokens: fewer than one sequence of {body}"
         )
-    rows = torch.tensor(ids[: n * body]).reshape(n, body)  # [n, context_size - 1]
+    rows = rearrange(torch.tensor(ids[: n * body]), "(n body) -> n body", n=n)
     bos = torch.full((n, 1), bos_token_id, dtype=rows.dtype)
     return torch.cat([bos, rows], dim=1)
 

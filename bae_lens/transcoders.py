@@ -40,6 +40,7 @@ from typing import Any, Literal, get_args
 
 import datasets
 import torch
+from einops import rearrange
 from sae_lens import LoggingConfig
 from sae_lens.config import SAETrainerConfig
 from sae_lens.registry import SAE_CLASS_REGISTRY
@@ -314,7 +315,7 @@ def cached_pair_batches(
     while True:
         for start in range(0, len(data) - rows_per_read + 1, rows_per_read):
             rows = data[start : start + rows_per_read]
-            flat = {h: rows[h].flatten(0, 1) for h in hook_names}  # [rows*ctx, d_hook]
+            flat = {h: rearrange(rows[h], "rows ctx d -> (rows ctx) d") for h in hook_names}
             if exclude_tokens is not None and "token_ids" in rows:
                 keep = ~torch.isin(rows["token_ids"].flatten().long(), exclude_tokens.to(device))
                 flat = {h: t[keep] for h, t in flat.items()}

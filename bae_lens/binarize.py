@@ -42,12 +42,12 @@ def check_estimator(name: str) -> None:
         raise ValueError(f"estimator={name!r} is not one of {list(ESTIMATORS)}")
 
 
-def step_code(z: Tensor) -> Tensor:
+def step_code(z: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
     """``1[z > 0]`` in ``z``'s dtype (no gradient)."""
     return (z > 0).to(z.dtype)
 
 
-def square_wave_code(z: Tensor, period: float) -> Tensor:
+def square_wave_code(z: Float[Tensor, "*shape"], period: float) -> Float[Tensor, "*shape"]:
     """``1[(z mod period) < period / 2]`` in ``z``'s dtype (no gradient)."""
     return (torch.remainder(z, period) < period / 2).to(z.dtype)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from einops import rearrange
+from jaxtyping import Float
 from torch import Tensor
 
 
@@ -28,7 +29,7 @@ def rank_and_world() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def gather_rows(x: Tensor) -> Tensor:
+def gather_rows(x: Float[Tensor, "n ..."]) -> Float[Tensor, "n_global ..."]:
     """Concatenate ``x`` ``[n, ...]`` from every rank along dim 0, keeping gradients.
 
     Every rank must pass the same shape. Without a process group this returns ``x``.
@@ -40,7 +41,7 @@ def gather_rows(x: Tensor) -> Tensor:
     return torch.cat(all_gather(x.contiguous()), dim=0)
 
 
-def all_reduce_mean(x: Tensor) -> Tensor:
+def all_reduce_mean(x: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
     """Mean of ``x`` over ranks (no gradient); ``x`` itself without a process group."""
     if not is_distributed():
         return x.detach()
@@ -50,7 +51,7 @@ def all_reduce_mean(x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def global_firing_rates(bits: Tensor) -> Tensor:
+def global_firing_rates(bits: Float[Tensor, "... n_bits"]) -> Float[Tensor, " n_bits"]:
     """Firing rate of each bit over the rows of every rank (shards may differ in size)."""
     bits = rearrange(bits, "... n_bits -> (...) n_bits").float()  # rows of this rank
     counts = torch.cat([bits.sum(dim=0), bits.new_tensor([bits.shape[0]])])
@@ -88,7 +89,9 @@ def broadcast_parameters(module: torch.nn.Module, src: int = 0) -> None:
         dist.broadcast(tensor.data, src)
 
 
-def shard_rows(batch: Tensor, rank: int, world_size: int) -> Tensor:
+def shard_rows(
+    batch: Float[Tensor, "n_global ..."], rank: int, world_size: int
+) -> Float[Tensor, "n ..."]:
     """Rank ``rank``'s contiguous share of a global batch (concatenating the shards in
     rank order gives the batch back, which is what :func:`gather_rows` does)."""
     if batch.shape[0] % world_size != 0:

@@ -42,7 +42,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 # n^2 C_ij = n c_ij - a_i a_j is an integer of magnitude <= n^2; float32 holds it exactly
@@ -50,7 +50,7 @@ from torch import Tensor
 _FLOAT32_MAX_ROWS = 4096
 
 
-def count_matmul(a: Tensor, b: Tensor) -> Tensor:
+def count_matmul(a: Int[Tensor, "m k"], b: Int[Tensor, "k n"]) -> Int[Tensor, "m n"]:
     """``a @ b`` for int8 matrices with small integer entries, exactly, as int32.
 
     ``torch._int_mm`` where the backend takes these shapes; otherwise a float32 GEMM,

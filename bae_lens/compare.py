@@ -46,7 +46,8 @@ from bae_lens.main_job import MAIN_JOB_DEFAULTS
 from bae_lens.runtime import environment
 from bae_lens.splice_metrics import SpliceMetrics, metrics_table
 from bae_lens.stages import StageClock
-from bae_lens.transcoders import TranscoderTrainingConfig, train_transcoder
+from bae_lens.transcoder_training import train_transcoder
+from bae_lens.transcoders import TranscoderTrainingConfig
 
 logger = logging.getLogger(__name__)
 

@@ -41,6 +41,7 @@ FLOORS: dict[str, int] = {
     "bae_lens.resume": 3,
     "bae_lens.distributed": 3,
     "bae_lens.baselines": 3,
+    "bae_lens.transcoder_training": 3,
     # 4: analyses
     "bae_lens.evaluate": 4,
     "bae_lens.splice_metrics": 4,

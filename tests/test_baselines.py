@@ -18,11 +18,8 @@ from bae_lens.baselines import (
     cached_hooks,
 )
 from bae_lens.train import train_sae
-from bae_lens.transcoders import (
-    BinaryTranscoder,
-    TranscoderTrainingConfig,
-    train_transcoder,
-)
+from bae_lens.transcoder_training import train_transcoder
+from bae_lens.transcoders import BinaryTranscoder, TranscoderTrainingConfig
 
 D, CTX = 32, 32
 HOOK = "blocks.0.hook_resid_post"

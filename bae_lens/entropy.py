@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 import torch
@@ -330,54 +330,6 @@ def synthetic_binary_set(
 
 
 # ----------------------------------------------------------------------- real-model helpers
-
-
-def layer_hooks(model: Any, layers: Sequence[int], kind: str = "resid_post") -> list[str]:
-    """``blocks.{layer}.hook_{kind}`` for each layer; ValueError on a layer the model lacks."""
-    n_layers = model.cfg.n_layers
-    hooks = []
-    for layer in layers:
-        if not 0 <= layer < n_layers:
-            raise ValueError(f"layer={layer!r}: the model has layers 0..{n_layers - 1}")
-        hook = f"blocks.{layer}.hook_{kind}"
-        if hook not in model.hook_dict:
-            raise ValueError(f"hook {hook!r} does not exist in the model (kind={kind!r})")
-        hooks.append(hook)
-    return hooks
-
-
-def check_hooks(model: Any, hooks: Sequence[str]) -> None:
-    """ValueError naming the first of ``hooks`` that the model does not have."""
-    for hook in hooks:
-        if hook not in model.hook_dict:
-            raise ValueError(f"hook {hook!r} does not exist in the model")
-
-
-@torch.no_grad()
-def collect_hidden_states(
-    model: Any,
-    tokens: Tensor,
-    hooks: Sequence[str],
-    *,
-    batch_size: int = 8,
-    progress: bool = False,
-) -> dict[str, Float[Tensor, "n_seq pos d_model"]]:
-    """Activations at ``hooks`` for every token: one forward pass per batch serves all hooks,
-    stopping after the deepest hooked block."""
-    check_hooks(model, hooks)
-    layers = [int(h.split(".")[1]) for h in hooks if h.startswith("blocks.")]
-    stop = max(layers) + 1 if len(layers) == len(hooks) else None
-    if stop is not None and stop >= model.cfg.n_layers:
-        stop = None
-    parts: dict[str, list[Tensor]] = {h: [] for h in hooks}
-    starts = range(0, tokens.shape[0], batch_size)
-    for start in tqdm(starts, desc="forward", disable=not progress):
-        _, cache = model.run_with_cache(
-            tokens[start : start + batch_size], names_filter=list(hooks), stop_at_layer=stop
-        )
-        for hook in hooks:
-            parts[hook].append(cache[hook].float().cpu())
-    return {hook: torch.cat(p) for hook, p in parts.items()}
 
 
 def entropy_by_layer(

@@ -30,7 +30,8 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from bae_lens.entropy import check_hooks, estimate_entropy, layer_hooks, train_set_bae
+from bae_lens.entropy import estimate_entropy, train_set_bae
+from bae_lens.hidden_states import check_hooks, layer_hooks
 
 LABEL_WORDS = ("negative", "positive")
 ICL_TEMPLATE = "Review: {text}\nSentiment:"

@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 from bae_lens.corpus import load_embedded_corpus
-from bae_lens.entropy import collect_hidden_states, estimate_entropy, layer_hooks, train_set_bae
+from bae_lens.entropy import estimate_entropy, train_set_bae
 from bae_lens.evaluate import build_eval_tokens
+from bae_lens.hidden_states import collect_hidden_states, layer_hooks
 from bae_lens.models import load_model
 
 

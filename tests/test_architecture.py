@@ -36,6 +36,7 @@ FLOORS: dict[str, int] = {
     "bae_lens.corpus_build": 2,
     "bae_lens.debian_packages": 0,
     "bae_lens.sentiment_data": 2,
+    "bae_lens.hidden_states": 2,
     # 3: training
     "bae_lens.train": 3,
     "bae_lens.resume": 3,

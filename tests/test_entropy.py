@@ -16,13 +16,12 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from bae_lens import BinaryAutoencoderTraining, BinaryAutoencoderTrainingConfig
 from bae_lens.entropy import (
     FiringCounter,
-    collect_hidden_states,
     estimate_entropy,
     joint_code_entropy,
-    layer_hooks,
     synthetic_binary_set,
     train_set_bae,
 )
+from bae_lens.hidden_states import collect_hidden_states, layer_hooks
 from bae_lens.sentiment_data import extract_movie_reviews, load_movie_reviews
 
 

@@ -13,13 +13,8 @@ from typing import Any
 
 import torch
 
-from bae_lens.entropy import (
-    DEFAULT_INFORMATIVE_THRESHOLD,
-    NORMALIZATIONS,
-    collect_hidden_states,
-    entropy_by_layer,
-    layer_hooks,
-)
+from bae_lens.entropy import DEFAULT_INFORMATIVE_THRESHOLD, NORMALIZATIONS, entropy_by_layer
+from bae_lens.hidden_states import collect_hidden_states, layer_hooks
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

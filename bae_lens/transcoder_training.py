@@ -60,6 +60,51 @@ def cached_pair_batches(
             yield flat
 
 
+def pair_loader(
+    model: Any,
+    cfg: TranscoderTrainingConfig,
+    hooks: list[str],
+    *,
+    dataset: Any,
+    cached_activations_path: str | Path | None,
+    training_tokens: int,
+    train_batch_size_tokens: int,
+    context_size: int,
+    store_batch_size_prompts: int,
+    n_batches_in_buffer: int,
+    exclude_special_tokens: bool,
+) -> Iterator[dict[str, Tensor]]:
+    """Shuffled minibatches ``{hook: [batch, d]}`` of token-aligned pairs, from the cache
+    when ``cached_activations_path`` is given, else live from ``dataset``."""
+    special = special_token_ids(model) if exclude_special_tokens else None
+    if cached_activations_path is not None:
+        return multi_hook_concat_split_iter(
+            buffer_size=n_batches_in_buffer * context_size * store_batch_size_prompts,
+            batch_size=train_batch_size_tokens,
+            activations_loader=cached_pair_batches(
+                cached_activations_path, hooks, store_batch_size_prompts, special, cfg.device
+            ),
+            hook_names=hooks,
+        )
+    if dataset is None:
+        raise ValueError("pass dataset or cached_activations_path")
+    store = ActivationsStore.from_config_multi_hook(
+        model,
+        dataset=dataset,
+        hook_names=hooks,
+        hook_d_ins={hooks[0]: cfg.d_in, hooks[1]: cfg.d_out},
+        streaming=False,
+        context_size=context_size,
+        n_batches_in_buffer=n_batches_in_buffer,
+        total_training_tokens=training_tokens,
+        store_batch_size_prompts=store_batch_size_prompts,
+        train_batch_size_tokens=train_batch_size_tokens,
+        device=cfg.device,
+        exclude_special_tokens=special,
+    )
+    return store.get_multi_hook_data_loader()
+
+
 def train_transcoder(
     model: Any,
     cfg: TranscoderTrainingConfig,
@@ -93,36 +138,13 @@ def train_transcoder(
             f"(train_batch_size_tokens={train_batch_size_tokens})"
         )
     torch.manual_seed(seed)
-    hooks = [hook_in, hook_out]
-    special = special_token_ids(model) if exclude_special_tokens else None
-    buffer = n_batches_in_buffer * context_size * store_batch_size_prompts
-    if cached_activations_path is not None:
-        loader = multi_hook_concat_split_iter(
-            buffer_size=buffer,
-            batch_size=train_batch_size_tokens,
-            activations_loader=cached_pair_batches(
-                cached_activations_path, hooks, store_batch_size_prompts, special, cfg.device
-            ),
-            hook_names=hooks,
-        )
-    elif dataset is not None:
-        store = ActivationsStore.from_config_multi_hook(
-            model,
-            dataset=dataset,
-            hook_names=hooks,
-            hook_d_ins={hook_in: cfg.d_in, hook_out: cfg.d_out},
-            streaming=False,
-            context_size=context_size,
-            n_batches_in_buffer=n_batches_in_buffer,
-            total_training_tokens=training_tokens,
-            store_batch_size_prompts=store_batch_size_prompts,
-            train_batch_size_tokens=train_batch_size_tokens,
-            device=cfg.device,
-            exclude_special_tokens=special,
-        )
-        loader = store.get_multi_hook_data_loader()
-    else:
-        raise ValueError("pass dataset or cached_activations_path")
+    loader = pair_loader(
+        model, cfg, [hook_in, hook_out], dataset=dataset,
+        cached_activations_path=cached_activations_path, training_tokens=training_tokens,
+        train_batch_size_tokens=train_batch_size_tokens, context_size=context_size,
+        store_batch_size_prompts=store_batch_size_prompts,
+        n_batches_in_buffer=n_batches_in_buffer, exclude_special_tokens=exclude_special_tokens,
+    )  # fmt: skip
     sae = TranscoderTraining(cfg)
     trainer = SAETrainer(
         cfg=SAETrainerConfig(

@@ -192,6 +192,21 @@ def drop_outlier_rows(x: Float[Tensor, "n d"], factor: float = 10.0) -> Float[Te
     return x[norms <= factor * norms.median()]
 
 
+def set_scale(rows: Float[Tensor, "n d_in"], normalize: str) -> float:
+    """The one number a set is multiplied by before its BAE trains (see
+    :func:`train_set_bae`'s ``normalize``)."""
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize={normalize!r} is not one of {list(NORMALIZATIONS)}")
+    if normalize == "mean_norm":
+        return math.sqrt(rows.shape[1]) / float(rows.norm(dim=-1).mean())
+    if normalize == "spread":
+        spread = float((rows - rows.mean(dim=0)).pow(2).sum(dim=-1).mean().sqrt())
+        if spread == 0.0:
+            raise ValueError("normalize='spread' needs rows that are not all equal")
+        return math.sqrt(rows.shape[1]) / spread
+    return 1.0
+
+
 def train_set_bae(
     x: Float[Tensor, "n d_in"],
     d_sae: int,
@@ -237,18 +252,8 @@ def train_set_bae(
             f"for a BAE trained on minibatches of batch_size={batch_size}: a minibatch cannot "
             f"resolve firing rates below 1/batch_size; pass a larger set or a smaller batch_size"
         )
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize={normalize!r} is not one of {list(NORMALIZATIONS)}")
+    scale = set_scale(train, normalize)
     torch.manual_seed(seed)
-    if normalize == "mean_norm":
-        scale = math.sqrt(train.shape[1]) / float(train.norm(dim=-1).mean())
-    elif normalize == "spread":
-        spread = float((train - train.mean(dim=0)).pow(2).sum(dim=-1).mean().sqrt())
-        if spread == 0.0:
-            raise ValueError("normalize='spread' needs rows that are not all equal")
-        scale = math.sqrt(train.shape[1]) / spread
-    else:
-        scale = 1.0
     train = train * scale
     cfg = BinaryAutoencoderTrainingConfig(
         d_in=train.shape[1],

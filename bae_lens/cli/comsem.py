@@ -108,18 +108,32 @@ def _collections(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return {label: result[label] for label in folders}
 
 
+def _open_judge(args: argparse.Namespace, out: Path, stack: ExitStack) -> tuple[Any, str]:
+    """The judge the options name (starting the local server on ``stack``), and its label."""
+    from bae_lens.comsem.judge import Judge, JudgeConfig
+    from bae_lens.comsem.server import LocalJudgeServer
+
+    base_url, model = args.judge_base_url, args.judge_model
+    liveness = None
+    if args.local_judge:
+        server = stack.enter_context(LocalJudgeServer(args.judge_gguf))
+        base_url, model = server.base_url, model or server.model
+        liveness = server.check_alive
+    config = JudgeConfig.from_env(
+        base_url, model, concurrency=args.concurrency, timeout=args.timeout,
+        max_retries=args.max_retries,
+    )  # fmt: skip
+    judge = Judge(config, args.cache or out / "judge_cache.jsonl", liveness=liveness)
+    label = f"{config.model} at {config.base_url}"
+    if args.local_judge:
+        label += " (offline llama.cpp judge: proves the pipeline, weak judgements)"
+    return judge, label
+
+
 def run_comsem(args: argparse.Namespace) -> dict[str, Any]:
     """Collect, then (unless ``--collect-only``) judge; writes comsem.json and comsem.md."""
     from bae_lens.comsem.install import ensure_local_judge
-    from bae_lens.comsem.judge import Judge, JudgeConfig
-    from bae_lens.comsem.score import (
-        ComSemSettings,
-        judge_collection,
-        markdown_table,
-        results_json,
-        summarise,
-    )
-    from bae_lens.comsem.server import LocalJudgeServer
+    from bae_lens.comsem.score import ComSemSettings, judge_collections, markdown_table
     from bae_lens.runtime import environment, set_threads
 
     started = time.time()
@@ -151,33 +165,10 @@ def run_comsem(args: argparse.Namespace) -> dict[str, Any]:
     }
     if not args.collect_only:
         with ExitStack() as stack:
-            base_url, model = args.judge_base_url, args.judge_model
-            liveness = None
-            if args.local_judge:
-                server = stack.enter_context(LocalJudgeServer(args.judge_gguf))
-                base_url, model = server.base_url, model or server.model
-                liveness = server.check_alive
-            config = JudgeConfig.from_env(
-                base_url, model, concurrency=args.concurrency, timeout=args.timeout,
-                max_retries=args.max_retries,
-            )  # fmt: skip
-            judge = Judge(
-                config,
-                args.cache or out / "judge_cache.jsonl",
-                liveness=liveness,
-            )
-            label = f"{config.model} at {config.base_url}" + (
-                " (offline llama.cpp judge: proves the pipeline, weak judgements)"
-                if args.local_judge
-                else ""
-            )
-            rows, features = {}, {}
-            for name, coll in collections.items():
-                results = judge_collection(coll, judge, settings)
-                rows[name] = summarise(coll, results, settings)
-                features[name] = results_json(results)
+            judge, label = _open_judge(args, out, stack)
+            rows, features = judge_collections(collections, judge, settings)
         payload |= {
-            "judge": config.public() | {"label": label, "local": args.local_judge},
+            "judge": judge.config.public() | {"label": label, "local": args.local_judge},
             "requests_sent": judge.sent,
             "results": rows,
             "features": features,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -276,3 +277,15 @@ def markdown_table(rows: dict[str, dict[str, Any]], judge_label: str) -> str:
         ]
         lines.append("| " + " | ".join(fmt(c) for c in cells) + " |")
     return "\n".join(lines)
+
+
+def judge_collections(
+    collections: Mapping[str, Collection], judge: Judge, settings: ComSemSettings
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Judge every dictionary's collection: its summary row and its per-feature results."""
+    rows, features = {}, {}
+    for name, coll in collections.items():
+        results = judge_collection(coll, judge, settings)
+        rows[name] = summarise(coll, results, settings)
+        features[name] = results_json(results)
+    return rows, features

@@ -18,6 +18,7 @@ import torch
 
 from bae_lens.bae import BinaryAutoencoderTrainingConfig
 from bae_lens.runtime import set_threads
+from bae_lens.splice_metrics import SpliceMetrics
 from bae_lens.stages import StageClock
 
 logger = logging.getLogger(__name__)
@@ -60,18 +61,12 @@ class MainJobSettings:
 def run_main_job(settings: MainJobSettings) -> dict[str, Any]:
     """Train, save (SAELens format), evaluate and plot; returns the metrics summary, which
     is also written to ``<output>/eval.json`` with the firing rates and the stage table."""
-    from sae_lens import SAE
-
     from bae_lens import models
     from bae_lens.corpus import load_data
-    from bae_lens.evaluate import build_eval_tokens, evaluate_sae
-    from bae_lens.splice_metrics import plot_firing_rates
-    from bae_lens.train import train_sae
 
     s = settings
     set_threads(s.threads)
     torch.manual_seed(s.seed)
-    out = Path(s.output)
     started = time.time()
     clock = StageClock()
     BinaryAutoencoderTrainingConfig(d_in=1, d_sae=1, **s.bae_options)  # fail before loading
@@ -83,6 +78,32 @@ def run_main_job(settings: MainJobSettings) -> dict[str, Any]:
     with clock.stage("data load"):
         train_set = load_data(s.dataset, "train").shuffle(seed=s.seed)
         eval_set = load_data(s.dataset, "eval").shuffle(seed=s.seed)
+    covariance_penalty = _train(model, model_name, train_set, s, clock)
+    trained = time.time()
+    metrics = _evaluate(model, model_name, eval_set["text"], s, clock)
+    total = time.time() - started
+    summary = metrics.summary() | {
+        "train_seconds": round(trained - started, 1),
+        "total_seconds": round(total, 1),
+        "model": model_name,
+        "training_tokens": s.training_tokens,
+        "covariance_penalty": covariance_penalty,
+        "threads": torch.get_num_threads(),
+        "autocast_lm": s.autocast_lm,
+        "stages": clock.as_dict(),
+        "time_summary": clock.summary_line(total),
+    }
+    with open(Path(s.output) / "eval.json", "w") as f:
+        json.dump(summary | {"firing_rates": metrics.firing_rates}, f)
+    return summary
+
+
+def _train(
+    model: Any, model_name: str, train_set: Any, s: MainJobSettings, clock: StageClock
+) -> str:
+    """Train and save the BAE; returns its dependence penalty's name."""
+    from bae_lens.train import train_sae
+
     d_in = model.cfg.d_model
     sae_cfg = BinaryAutoencoderTrainingConfig(
         d_in=d_in,
@@ -92,46 +113,34 @@ def run_main_job(settings: MainJobSettings) -> dict[str, Any]:
         **s.bae_options,
     )
     train_sae(
-        model,
-        train_set,
-        sae_cfg,
-        s.hook,
-        out,
-        model_name=model_name,
-        training_tokens=s.training_tokens,
-        train_batch_size_tokens=s.batch_tokens,
-        context_size=s.context_size,
-        lr=s.lr,
-        device=s.device,
-        seed=s.seed,
-        clock=clock,
+        model, train_set, sae_cfg, s.hook, Path(s.output), model_name=model_name,
+        training_tokens=s.training_tokens, train_batch_size_tokens=s.batch_tokens,
+        context_size=s.context_size, lr=s.lr, device=s.device, seed=s.seed, clock=clock,
         autocast_lm=s.autocast_lm,
-    )
-    trained = time.time()
-    inference = SAE.load_from_disk(out, device=s.device)  # what a user loads back
+    )  # fmt: skip
+    return sae_cfg.covariance_penalty
+
+
+def _evaluate(
+    model: Any, model_name: str, texts: list[str], s: MainJobSettings, clock: StageClock
+) -> SpliceMetrics:
+    """Load the saved BAE back as a user would, splice it in on held-out text, plot."""
+    from sae_lens import SAE
+
+    from bae_lens.evaluate import build_eval_tokens, evaluate_sae
+    from bae_lens.splice_metrics import plot_firing_rates
+
+    out = Path(s.output)
+    inference = SAE.load_from_disk(out, device=s.device)
     tokenizer = model.tokenizer
     if tokenizer is None:
         raise ValueError(f"model {model_name!r} has no tokenizer: cannot tokenize text")
     with clock.stage("eval: tokenisation"):
         tokens = build_eval_tokens(
-            tokenizer, eval_set["text"], s.context_size, s.eval_sequences, tokenizer.bos_token_id
+            tokenizer, texts, s.context_size, s.eval_sequences, tokenizer.bos_token_id
         )
     batch_size = min(8, len(tokens))
     metrics = evaluate_sae(model, inference, tokens, s.hook, batch_size=batch_size, clock=clock)
     with clock.stage("plotting"):
         plot_firing_rates(metrics, str(out / "firing_rates.png"), title=f"BAE at {s.hook}")
-    total = time.time() - started
-    summary = metrics.summary() | {
-        "train_seconds": round(trained - started, 1),
-        "total_seconds": round(total, 1),
-        "model": model_name,
-        "training_tokens": s.training_tokens,
-        "covariance_penalty": sae_cfg.covariance_penalty,
-        "threads": torch.get_num_threads(),
-        "autocast_lm": s.autocast_lm,
-        "stages": clock.as_dict(),
-        "time_summary": clock.summary_line(total),
-    }
-    with open(out / "eval.json", "w") as f:
-        json.dump(summary | {"firing_rates": metrics.firing_rates}, f)
-    return summary
+    return metrics

@@ -124,68 +124,68 @@ def train_dictionary(
     """Train dictionary ``name`` on the cached activations and save it to ``out``."""
     from bae_lens.train import train_sae
 
-    d_in = model.cfg.d_model
-    d_sae = s.expansion * d_in
     common: dict[str, Any] = {
         "model_name": s.model_name,
         "training_tokens": s.training_tokens,
         "train_batch_size_tokens": s.batch_tokens,
         "context_size": s.context_size,
         "lr": s.lr,
-        "device": s.device,
         "seed": s.seed,
         "exclude_special_tokens": s.exclude_special_tokens,
     }
     torch.manual_seed(s.seed)
+    d_in = model.cfg.d_model
     if name in TRANSCODERS:
         hook_in, hook_out = transcoder_hooks(s.hook)
-        cfg = TranscoderTrainingConfig(
-            d_in=d_in,
-            d_sae=d_sae,
-            d_out=d_in,
-            code=TRANSCODERS[name],  # type: ignore[arg-type]
-            l1_coefficient=s.l1_coefficient,
-            device=s.device,
-            **({k: v for k, v in MAIN_JOB_DEFAULTS.items() if k.endswith("_coefficient")}),
-        )
-        common.pop("device")
+        cfg = _transcoder_config(name, d_in, s)
         train_transcoder(
             model, cfg, hook_in, hook_out, out, cached_activations_path=cache, **common
         )
         return
-    sae_cfg: Any
-    if name == "bae":
-        from bae_lens.bae import BinaryAutoencoderTrainingConfig
-
-        sae_cfg = BinaryAutoencoderTrainingConfig(
-            d_in=d_in,
-            d_sae=d_sae,
-            device=s.device,
-            normalize_activations=NORMALIZE,
-            **MAIN_JOB_DEFAULTS,
-        )
-    else:
-        rate = s.random_firing_rate or _bae_firing_rate(out.parent / "bae") or 0.05
-        sae_cfg = baseline_config(
-            name,
-            d_in,
-            d_sae,
-            k=s.k,
-            l1_coefficient=s.l1_coefficient,
-            device=s.device,
-            firing_rate=rate,
-        )
     train_sae(
         model,
         train_set,
-        sae_cfg,
+        _sae_config(name, d_in, s, out.parent / "bae"),
         s.hook,
         out,
         use_cached_activations=True,
         cached_activations_path=str(cache),
         n_batches_for_norm_estimate=s.n_batches_for_norm_estimate,
+        device=s.device,
         **common,
     )
+
+
+def _transcoder_config(name: str, d_in: int, s: CompareSettings) -> TranscoderTrainingConfig:
+    return TranscoderTrainingConfig(
+        d_in=d_in,
+        d_sae=s.expansion * d_in,
+        d_out=d_in,
+        code=TRANSCODERS[name],  # type: ignore[arg-type]
+        l1_coefficient=s.l1_coefficient,
+        device=s.device,
+        **({k: v for k, v in MAIN_JOB_DEFAULTS.items() if k.endswith("_coefficient")}),
+    )
+
+
+def _sae_config(name: str, d_in: int, s: CompareSettings, bae_folder: Path) -> Any:
+    """The BAE's config (the main job's coefficients) or a baseline's; the random control
+    matches the firing rate of the BAE saved in ``bae_folder`` when there is one."""
+    if name == "bae":
+        from bae_lens.bae import BinaryAutoencoderTrainingConfig
+
+        return BinaryAutoencoderTrainingConfig(
+            d_in=d_in,
+            d_sae=s.expansion * d_in,
+            device=s.device,
+            normalize_activations=NORMALIZE,
+            **MAIN_JOB_DEFAULTS,
+        )
+    rate = s.random_firing_rate or _bae_firing_rate(bae_folder) or 0.05
+    return baseline_config(
+        name, d_in, s.expansion * d_in, k=s.k, l1_coefficient=s.l1_coefficient,
+        device=s.device, firing_rate=rate,
+    )  # fmt: skip
 
 
 def run_compare(

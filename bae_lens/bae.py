@@ -160,7 +160,7 @@ class _BinaryEncoding:
         sae_in = self.process_sae_in(x)
         return self.hook_sae_acts_pre(sae_in @ self.W_enc + self.b_enc)
 
-    def code(self, z: Tensor) -> Tensor:
+    def code(self, z: Float[Tensor, "... n_bits"]) -> Float[Tensor, "... n_bits"]:
         """The binary code of pre-activations z, without gradient estimator."""
         if self.cfg.binarization == "square_wave":
             return square_wave_code(z, self.cfg.square_wave_period)
@@ -387,7 +387,9 @@ class BinaryAutoencoderTraining(_BinaryEncoding, TrainingSAE[BinaryAutoencoderTr
         )
 
     @override
-    def encode_with_hidden_pre(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def encode_with_hidden_pre(
+        self, x: Float[Tensor, "... d_in"]
+    ) -> tuple[Float[Tensor, "... d_sae"], Float[Tensor, "... n_bits"]]:
         hidden_pre = self.hidden_pre(x)
         values = bits_to_values(self._surrogate_bits(hidden_pre), self.cfg.bits_per_feature)
         return self.hook_sae_acts_post(values), hidden_pre

@@ -131,7 +131,7 @@ def bit_weights(
     bits_per_feature: int,
     device: torch.device | None = None,
     dtype: torch.dtype = torch.float32,
-) -> Tensor:
+) -> Float[Tensor, " bits_per_feature"]:
     """``[2^0, ..., 2^(k-1)] / (2^k - 1)``: the weights that turn k bits into a value in [0, 1]."""
     k = bits_per_feature
     # Built in the target dtype: float32 weights cast to float64 would be off by ~1e-8.

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jaxtyping import Int
 from sae_lens import SAE
 
 from bae_lens.baselines import (
@@ -191,7 +192,7 @@ def _sae_config(name: str, d_in: int, s: CompareSettings, bae_folder: Path) -> A
 def run_compare(
     model: Any,
     train_set: Any,
-    eval_tokens: torch.Tensor,
+    eval_tokens: Int[torch.Tensor, "n pos"],
     dictionaries: list[str],
     settings: CompareSettings,
     work_dir: str | Path,

@@ -50,6 +50,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from jaxtyping import Float
 from torch import Tensor
 
 from bae_lens.collectives import (
@@ -66,8 +67,8 @@ logger = logging.getLogger(__name__)
 
 
 def iterate_batches(
-    activations: Tensor, batch_size: int, n_steps: int, seed: int = 0
-) -> Iterator[Tensor]:
+    activations: Float[Tensor, "n d_in"], batch_size: int, n_steps: int, seed: int = 0
+) -> Iterator[Float[Tensor, "batch d_in"]]:
     """``n_steps`` global batches from ``activations`` ``[n, d_in]``: each epoch a fresh
     permutation from a generator seeded with ``seed + epoch`` (the same on every rank);
     an epoch's last partial batch is skipped."""
@@ -176,7 +177,7 @@ def train_data_parallel(
 # --- command line: python -m torch.distributed.run --nproc_per_node N -m bae_lens.distributed
 
 
-def load_activations(path: str | Path) -> Tensor:
+def load_activations(path: str | Path) -> Float[Tensor, "n d_in"]:
     """The ``"activations"`` tensor ``[n, d_in]`` of a safetensors file, checked."""
     from safetensors import safe_open
 

@@ -135,7 +135,7 @@ def _batches(data: Tensor | Iterable[Tensor], batch_size: int) -> Iterator[Tenso
 @torch.no_grad()
 def estimate_entropy(
     sae: Any,
-    data: Tensor | Iterable[Tensor],
+    data: Float[Tensor, "... d_in"] | Iterable[Float[Tensor, "... d_in"]],
     *,
     batch_size: int = 4096,
     threshold: float = DEFAULT_INFORMATIVE_THRESHOLD,
@@ -163,7 +163,10 @@ def estimate_entropy(
 
 @torch.no_grad()
 def joint_code_entropy(
-    sae: Any, data: Tensor | Iterable[Tensor], *, batch_size: int = 4096
+    sae: Any,
+    data: Float[Tensor, "... d_in"] | Iterable[Float[Tensor, "... d_in"]],
+    *,
+    batch_size: int = 4096,
 ) -> float:
     """Plug-in entropy (bits) of the empirical distribution of whole codes: a diagnostic of
     how far the sum of marginals overcounts through dependent bits. Unlike
@@ -338,7 +341,7 @@ def synthetic_binary_set(
 
 
 def entropy_by_layer(
-    states: dict[str, Tensor],
+    states: dict[str, Float[Tensor, "n_seq pos d"]],
     *,
     sae: Any = None,
     expansion: int = 4,

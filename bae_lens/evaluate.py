@@ -54,6 +54,7 @@ from typing import Any, NamedTuple
 
 import torch
 from einops import rearrange
+from jaxtyping import Int
 from sae_lens import SAE
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -72,7 +73,7 @@ logger = logging.getLogger(__name__)
 
 def build_eval_tokens(
     tokenizer: Any, texts: list[str], context_size: int, max_sequences: int, bos_token_id: int
-) -> Tensor:
+) -> Int[Tensor, "n context_size"]:
     """Concatenate ``texts`` and cut into ``[n, context_size]`` rows, each starting with BOS."""
     if context_size < 2:
         raise ValueError(f"context_size={context_size} must be >= 2")
@@ -262,7 +263,7 @@ def _add_activations(
 def evaluate_saes(
     model: Any,
     saes: Mapping[str, SAE[Any]],
-    tokens: Tensor,
+    tokens: Int[Tensor, "n pos"],
     batch_size: int = 8,
     hook_names: Mapping[str, str] | None = None,
     outlier_norm_factor: float | None = 10.0,
@@ -342,7 +343,7 @@ def evaluate_saes(
 def evaluate_sae(
     model: Any,
     sae: SAE[Any],
-    tokens: Tensor,
+    tokens: Int[Tensor, "n pos"],
     hook_name: str | None = None,
     batch_size: int = 8,
     outlier_norm_factor: float | None = 10.0,
@@ -358,7 +359,9 @@ def evaluate_sae(
 # ---- `bae-lens eval` -------------------------------------------------------------------
 
 
-def load_eval_tokens(model: Any, dataset: str, context_size: int, n_sequences: int) -> Tensor:
+def load_eval_tokens(
+    model: Any, dataset: str, context_size: int, n_sequences: int
+) -> Int[Tensor, "n context_size"]:
     """Held-out tokens from ``dataset``'s eval split ("embedded" or a local path/hub name)."""
     from bae_lens.corpus import load_data
 

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from jaxtyping import Float
 from safetensors.torch import save_file
 from torch import Tensor
 
@@ -232,7 +233,7 @@ def _is_json(value: Any) -> bool:
     return isinstance(value, str | int | float | bool | type(None))
 
 
-def load_legacy_hidden_states(path: str | Path, layer: int | None = None) -> Tensor:
+def load_legacy_hidden_states(path: str | Path, layer: int | None = None) -> Float[Tensor, "n d"]:
     """Stack a released hidden-state pickle into ``[n, d]`` float32 activations.
 
     The file holds a list of 1-D tensors or (one per layer) a list of such lists; the
@@ -264,7 +265,7 @@ def load_legacy_hidden_states(path: str | Path, layer: int | None = None) -> Ten
     return acts
 
 
-def save_activations(acts: Tensor, path: str | Path) -> Path:
+def save_activations(acts: Float[Tensor, "n d"], path: str | Path) -> Path:
     """Write ``[n, d]`` activations as safetensors (tensor ``"activations"``), the input
     of ``python -m bae_lens.distributed --activations``."""
     path = Path(path)

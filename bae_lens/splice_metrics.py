@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jaxtyping import Float
 from sae_lens.evals import ExplainedVarianceCalculator
 from torch import Tensor
 
@@ -73,7 +74,12 @@ class MetricAccumulator:
         self.n = 0
         self.n_outliers = 0
 
-    def add_activations(self, target: Tensor, recon: Tensor, code: Tensor) -> None:
+    def add_activations(
+        self,
+        target: Float[Tensor, "n d_out"],
+        recon: Float[Tensor, "n d_out"],
+        code: Float[Tensor, "n n_features"],
+    ) -> None:
         """``target``, ``recon`` ``[n, d_out]``; ``code`` ``[n, n_features]``, BOS dropped."""
         self.ev.add_batch(sae_output=recon, hidden_acts=target)
         self.sq += float((target - recon).pow(2).sum())
@@ -86,7 +92,7 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den != 0 else float("nan")
 
 
-def code_statistics(rates: Tensor) -> dict[str, Any]:
+def code_statistics(rates: Float[Tensor, " n_features"]) -> dict[str, Any]:
     """L0, burst L0, entropy (bits), feature, dead, always-on and dense counts of a code
     whose features fire at ``rates`` (fractions of tokens); formulas in the module doc.
 

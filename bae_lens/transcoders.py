@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import torch
+from jaxtyping import Float
 from sae_lens.registry import SAE_CLASS_REGISTRY
 from sae_lens.saes.sae import (
     SAEMetadata,
@@ -68,12 +69,12 @@ class BinaryTranscoder(Transcoder):
     """A transcoder whose code is ``step(x W_enc + b_enc)`` in {0, 1}."""
 
     @override
-    def encode(self, x: Tensor) -> Tensor:
+    def encode(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
         hidden_pre = self.hook_sae_acts_pre(self.process_sae_in(x) @ self.W_enc + self.b_enc)
         return self.hook_sae_acts_post(step_code(hidden_pre))
 
     @torch.no_grad()
-    def encode_bits(self, x: Tensor) -> Tensor:
+    def encode_bits(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
         """The 0/1 code (what :mod:`bae_lens.evaluate` reports firing statistics of)."""
         return self.encode(x)
 
@@ -188,7 +189,9 @@ class TranscoderTraining(TrainingSAE[TranscoderTrainingConfig]):
             "covariance": self.cfg.covariance_coefficient,
         }
 
-    def split(self, pair: Tensor) -> tuple[Tensor, Tensor]:
+    def split(
+        self, pair: Float[Tensor, "n d_pair"]
+    ) -> tuple[Float[Tensor, "n d_in"], Float[Tensor, "n d_out"]]:
         """``[n, d_in + d_out]`` -> (x ``[n, d_in]``, y ``[n, d_out]``)."""
         if pair.shape[-1] != self.cfg.d_in + self.cfg.d_out:
             raise ValueError(
@@ -198,7 +201,9 @@ class TranscoderTraining(TrainingSAE[TranscoderTrainingConfig]):
         return pair[..., : self.cfg.d_in], pair[..., self.cfg.d_in :]
 
     @override
-    def encode_with_hidden_pre(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def encode_with_hidden_pre(
+        self, x: Float[Tensor, "... d_in"]
+    ) -> tuple[Float[Tensor, "... d_sae"], Float[Tensor, "... d_sae"]]:
         hidden_pre = self.hook_sae_acts_pre(x.to(self.dtype) @ self.W_enc + self.b_enc)
         if self.cfg.code == "relu":
             return self.hook_sae_acts_post(torch.relu(hidden_pre)), hidden_pre
@@ -206,11 +211,13 @@ class TranscoderTraining(TrainingSAE[TranscoderTrainingConfig]):
         return self.hook_sae_acts_post(bits), hidden_pre
 
     @override
-    def decode(self, feature_acts: Tensor) -> Tensor:
+    def decode(self, feature_acts: Float[Tensor, "... d_sae"]) -> Float[Tensor, "... d_out"]:
         return self.hook_sae_recons(feature_acts @ self.W_dec + self.b_dec)
 
     @torch.no_grad()
-    def initialize_from_batch(self, x: Tensor, y: Tensor) -> None:
+    def initialize_from_batch(
+        self, x: Float[Tensor, "n d_in"], y: Float[Tensor, "n d_out"]
+    ) -> None:
         """b_dec = mean target; b_enc so that each bit fires on init_firing_rate of rows."""
         z = x.to(self.dtype) @ self.W_enc  # [n, d_sae]
         k = min(max(round((1 - self.cfg.init_firing_rate) * z.shape[0]), 1), z.shape[0])

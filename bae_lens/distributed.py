@@ -96,7 +96,7 @@ def _globalise_last_record(sae: Any, output: Any) -> None:
 
 def train_data_parallel(
     sae: Any,
-    batches: Iterator[Tensor],
+    batches: Iterator[Float[Tensor, "batch d_in"]],
     n_steps: int,
     *,
     lr: float = 1e-3,

@@ -20,6 +20,7 @@ from typing import Any
 import datasets
 import torch
 from einops import rearrange
+from jaxtyping import Int
 from sae_lens import LoggingConfig
 from sae_lens.config import SAETrainerConfig
 from sae_lens.saes.transcoder import Transcoder
@@ -176,7 +177,7 @@ def train_transcoder(
     return inference, sae
 
 
-def special_token_ids(model: Any) -> Tensor | None:
+def special_token_ids(model: Any) -> Int[Tensor, " n_special"] | None:
     from sae_lens.util import get_special_token_ids
 
     if getattr(model, "tokenizer", None) is None:

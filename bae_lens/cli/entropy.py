@@ -13,8 +13,11 @@ from typing import Any
 
 import torch
 
+from bae_lens.bae import BinaryAutoencoderTrainingConfig
+from bae_lens.config_args import add_config_options
 from bae_lens.entropy import DEFAULT_INFORMATIVE_THRESHOLD, NORMALIZATIONS, entropy_by_layer
 from bae_lens.hidden_states import collect_hidden_states, layer_hooks
+from bae_lens.main_job import MAIN_JOB_DEFAULTS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,8 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--expansion", type=int, default=4, help="d_sae = expansion * d_model")
     p.add_argument("--steps", type=int, default=200, help="BAE training steps per layer")
     p.add_argument("--batch-size", type=int, default=512, help="BAE minibatch (rows)")
-    p.add_argument("--entropy-coefficient", type=float, default=0.05)
-    p.add_argument("--covariance-coefficient", type=float, default=30.0)
+    add_config_options(
+        p,
+        BinaryAutoencoderTrainingConfig,
+        ["entropy_coefficient", "covariance_coefficient"],
+        MAIN_JOB_DEFAULTS,
+    )
     p.add_argument(
         "--normalize",
         default="mean_norm",

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -146,12 +146,12 @@ class _Dictionary:
         self.fired = self.total = self.total_sq = torch.zeros(0, dtype=torch.float64)
         self.seconds = {"rates": 0.0, "samples": 0.0}
 
-    def codes(self, acts: Tensor) -> Tensor:
+    def codes(self, acts: Float[Tensor, "n d_in"]) -> Float[Tensor, "n n_features"]:
         device = next(self.sae.parameters()).device
         with torch.no_grad():
             return _code(self.sae, acts.to(device)).float().cpu()  # [n_kept, d_sae]
 
-    def count(self, codes: Tensor) -> None:
+    def count(self, codes: Float[Tensor, "n n_features"]) -> None:
         if self.n == 0:
             zeros = torch.zeros(codes.shape[1], dtype=torch.float64)
             self.fired, self.total, self.total_sq = zeros, zeros.clone(), zeros.clone()
@@ -172,7 +172,9 @@ class _Dictionary:
         self.counts = np.zeros(d_sae, dtype=np.int64)
         self.where: list[list[tuple[int, int]]] = [[] for _ in range(d_sae)]
 
-    def assign(self, start: int, keep: Tensor, codes: Tensor) -> None:
+    def assign(
+        self, start: int, keep: Bool[Tensor, "b pos"], codes: Float[Tensor, "n_kept n_features"]
+    ) -> None:
         sal = _salience(codes, self.score, self.rates, self.mean, self.std)
         top = sal.topk(self.k, dim=1).indices  # [n_kept, k]
         rows, cols = keep.nonzero(as_tuple=True)  # corpus order of the kept tokens
@@ -190,7 +192,9 @@ class _Dictionary:
                 places = zip(rows_np[picked].tolist(), cols_np[picked].tolist(), strict=True)
                 self.where[j].extend(places)
 
-    def result(self, tokenizer: Any, tokens: Tensor, left: int, right: int) -> Collection:
+    def result(
+        self, tokenizer: Any, tokens: Int[Tensor, "n_seq pos"], left: int, right: int
+    ) -> Collection:
         samples: dict[int, list[Sample]] = {}
         for j, places in enumerate(self.where):
             if places:

@@ -217,7 +217,6 @@ def _check_dims(name: str, sae: SAE[Any], hooks: tuple[str, str], x: Tensor, y: 
         )
 
 
-@torch.no_grad()
 class _CleanPass(NamedTuple):
     logprobs: Tensor
     """[batch, pos - 1, vocab] next-token log-probabilities."""
@@ -260,6 +259,7 @@ def _add_activations(
     )
 
 
+@torch.no_grad()
 def evaluate_saes(
     model: Any,
     saes: Mapping[str, SAE[Any]],

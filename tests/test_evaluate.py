@@ -223,3 +223,22 @@ def test_passes_started_at_the_hook_block_match_full_forwards(
     assert m.ce_spliced == pytest.approx(ce(spliced), abs=1e-5)
     assert m.ce_zero_ablation == pytest.approx(ce(zero), abs=1e-5)
     assert m.kl_spliced == pytest.approx(kl(spliced), abs=1e-5)
+
+
+def test_evaluation_builds_no_autograd_graph(model, tokens, monkeypatch):
+    """Splicing runs under no_grad: an SAE's parameters require grad, and a graph through
+    every spliced pass would cost memory and time for nothing."""
+    from bae_lens import evaluate
+
+    seen = []
+    real = evaluate._ce_sum
+
+    def recording(logprobs, batch):
+        seen.append((torch.is_grad_enabled(), logprobs.requires_grad))
+        return real(logprobs, batch)
+
+    monkeypatch.setattr(evaluate, "_ce_sum", recording)
+    sae = identity_sae()
+    assert any(p.requires_grad for p in sae.parameters())
+    evaluate_sae(model, sae, tokens, batch_size=4)
+    assert seen and not any(enabled or needs for enabled, needs in seen)

@@ -44,6 +44,7 @@ FLOORS: dict[str, int] = {
     "bae_lens.distributed": 3,
     "bae_lens.baselines": 3,
     "bae_lens.transcoder_training": 3,
+    "bae_lens.activation_cache": 3,
     # 4: analyses
     "bae_lens.evaluate": 4,
     "bae_lens.splice_metrics": 4,
@@ -51,6 +52,7 @@ FLOORS: dict[str, int] = {
     "bae_lens.entropy": 4,
     "bae_lens.icl": 4,
     "bae_lens.compare": 4,
+    "bae_lens.frontier": 4,
     "bae_lens.legacy": 4,
     "bae_lens.comsem": 4,
     "bae_lens.comsem.collect": 4,

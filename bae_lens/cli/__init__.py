@@ -23,6 +23,8 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
      "bae_lens.cli.evaluate"),
     ("compare", "train the BAE and the baseline zoo on one activation cache; table + L0/CE plot",
      "bae_lens.cli.compare"),
+    ("frontier", "every architecture at several sparsities on one activation cache, at matched L0",
+     "bae_lens.cli.frontier"),
     ("comsem", "interpret and score features with any OpenAI-compatible judge (ComSem)",
      "bae_lens.cli.comsem"),
     ("import-legacy", "convert a model (and hidden states) written by the paper's released code",

@@ -1,0 +1,440 @@
+"""The sparsity-fidelity frontier: every architecture at several sparsities, one activation
+cache, one held-out set, compared at matched L0.
+
+A sweep is a list of :class:`Point` (architecture, its sparsity setting, seed). Each point
+trains with SAELens's ``SAETrainer`` on minibatches drawn from the float16 activation cache
+(:mod:`bae_lens.activation_cache`; rows above 10x the minibatch's median norm dropped, the
+norm estimate's batches trained on afterwards, as ``bae-lens train`` does) and is saved
+in SAELens's format under ``<work>/points/<name>/``. Points trained and not yet evaluated
+are spliced into the model together (:func:`bae_lens.evaluate.evaluate_saes` shares the
+clean and zero-ablated passes), and each point's metrics go to
+``<work>/points/<name>/metrics.json``. A killed sweep restarts where it stopped: a saved
+point is not retrained, an evaluated one is not re-evaluated. ``random_bae`` points match
+the mean firing rate of the BAE point with the same price, so they follow it.
+
+:func:`matched_l0_table` interpolates each architecture's metrics linearly in log L0 at
+the L0 values asked for (no extrapolation: a value outside an architecture's L0 range is
+left empty), and :func:`plot_frontier` draws L0 against KL, explained variance and the
+count of features firing on more than 10% of tokens, one line per architecture.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from bae_lens.activation_cache import ActivationCache
+from bae_lens.baselines import NORMALIZE, RANDOM_CONTROL, baseline_config
+from bae_lens.main_job import MAIN_JOB_DEFAULTS
+from bae_lens.stages import StageClock
+
+logger = logging.getLogger(__name__)
+
+ARCHITECTURES = ("bae", RANDOM_CONTROL, "topk", "batchtopk", "jumprelu", "standard")
+SETTING_NAMES = {
+    "bae": "entropy_coefficient",
+    RANDOM_CONTROL: "entropy_coefficient",  # of the BAE point whose firing rate it matches
+    "topk": "k",
+    "batchtopk": "k",
+    "jumprelu": "target_l0",
+    "standard": "l1_coefficient",
+}
+DEFAULT_GRID: dict[str, tuple[float, ...]] = {
+    "bae": (0.02, 0.05, 0.1, 0.2, 0.5),
+    "topk": (16, 32, 64, 128, 256),
+    "batchtopk": (16, 32, 64, 128),
+    "jumprelu": (16, 32, 64, 128),
+    "standard": (1.0, 2.0, 5.0, 10.0),
+}
+"""Sparsity settings per architecture; every BAE price also gets a random-code control."""
+METRICS = ("kl_spliced", "ce_loss_recovered", "explained_variance", "mse", "l0", "burst_l0",
+           "entropy_bits", "n_dead", "n_dense")  # fmt: skip
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class Point:
+    architecture: str
+    setting: float
+    seed: int = 42
+
+    @property
+    def name(self) -> str:
+        value = f"{self.setting:g}"
+        return f"{self.architecture}_{SETTING_NAMES[self.architecture]}{value}_seed{self.seed}"
+
+
+def default_points(
+    grid: Mapping[str, Sequence[float]] | None = None,
+    architectures: Iterable[str] = ARCHITECTURES,
+    extra_seeds: Sequence[Point] = (Point("bae", 0.05, 43), Point("topk", 64, 43)),
+) -> list[Point]:
+    """The sweep: every grid setting of the chosen architectures, a random-code control for
+    every BAE price, and the extra-seed points that show the noise. BAE points come
+    before their controls."""
+    grid = dict(DEFAULT_GRID if grid is None else grid)
+    chosen = list(architectures)
+    unknown = [a for a in chosen if a not in ARCHITECTURES]
+    if unknown:
+        raise ValueError(f"architectures {unknown} are not among {list(ARCHITECTURES)}")
+    points = []
+    for arch in chosen:
+        source = "bae" if arch == RANDOM_CONTROL else arch
+        points += [Point(arch, float(v)) for v in grid.get(source, ())]
+    points += [p for p in extra_seeds if p.architecture in chosen]
+    return sorted(
+        points,
+        key=lambda p: (p.architecture == RANDOM_CONTROL, ARCHITECTURES.index(p.architecture)),
+    )
+
+
+@dataclass
+class FrontierSettings:
+    """What every point of one sweep shares."""
+
+    hook: str
+    model_name: str
+    expansion: int = 4
+    training_tokens: int = 2_000_000
+    batch_tokens: int = 1024
+    lr: float = 1e-3
+    context_size: int = 128
+    device: str = "cpu"
+    n_batches_for_norm_estimate: int = 20
+
+
+def point_config(point: Point, d_in: int, s: FrontierSettings, bae_rate: float | None) -> Any:
+    """The SAELens training config of ``point``; the BAE uses the main job's other options."""
+    d_sae = s.expansion * d_in
+    if point.architecture == "bae":
+        from bae_lens.bae import BinaryAutoencoderTrainingConfig
+
+        options = dict(MAIN_JOB_DEFAULTS) | {"entropy_coefficient": point.setting}
+        return BinaryAutoencoderTrainingConfig(
+            d_in=d_in, d_sae=d_sae, device=s.device, normalize_activations=NORMALIZE, **options
+        )
+    if point.architecture == RANDOM_CONTROL:
+        if bae_rate is None:
+            raise ValueError(f"{point.name}: train the BAE with price {point.setting:g} first")
+        return baseline_config(RANDOM_CONTROL, d_in, d_sae, device=s.device, firing_rate=bae_rate)
+    k = int(point.setting)
+    return baseline_config(
+        point.architecture, d_in, d_sae, k=k, l1_coefficient=point.setting, device=s.device
+    )
+
+
+def train_point(
+    point: Point, cache: ActivationCache, s: FrontierSettings, out: Path, bae_rate: float | None
+) -> None:
+    """Train ``point`` on the cache with SAELens's trainer and save it to ``out``."""
+    from sae_lens import LoggingConfig
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.saes.sae import TrainingSAE
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    from bae_lens.train import OutlierFilter, write_training_log
+
+    torch.manual_seed(point.seed)
+    cfg = point_config(point, cache.d_in, s, bae_rate)
+    sae = TrainingSAE.from_dict(cfg.to_dict())
+    meta = sae.cfg.metadata
+    meta.hook_name, meta.model_name = s.hook, s.model_name
+    meta.context_size, meta.prepend_bos, meta.exclude_special_tokens = s.context_size, True, True
+    replay = s.n_batches_for_norm_estimate if cfg.normalize_activations == NORMALIZE else 0
+    provider = OutlierFilter(cache.batches(s.batch_tokens, point.seed), 10.0, replay_first=replay)
+    trainer = SAETrainer(
+        cfg=SAETrainerConfig(
+            total_training_samples=s.training_tokens,
+            train_batch_size_samples=s.batch_tokens,
+            lr=s.lr,
+            lr_end=s.lr / 10,  # SAELens runner's default; unused by the constant schedule
+            device=s.device,
+            logger=LoggingConfig(log_to_wandb=False),
+            n_batches_for_norm_estimate=s.n_batches_for_norm_estimate,
+        ),
+        sae=sae,
+        data_provider=provider,
+    )
+    trained = trainer.fit()
+    tmp = out.with_name(out.name + ".tmp")
+    trained.save_inference_model(str(tmp))
+    write_training_log(trained, tmp)
+    tmp.replace(out)  # a point folder exists only once it is complete
+
+
+def mean_firing_rate(folder: Path) -> float | None:
+    """Mean per-bit firing rate of a trained BAE point, from its evaluation or training log."""
+    metrics = folder / METRICS_FILE
+    if metrics.is_file():
+        m = json.loads(metrics.read_text())
+        return min(max(m["l0"] / m["n_features"], 1e-4), 0.5)
+    log = folder / "training_log.jsonl"
+    if not log.is_file():
+        return None
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    l0s = [r["l0"] for r in records[-5:] if "l0" in r]
+    n_bits = json.loads((folder / "cfg.json").read_text())["d_sae"]
+    return min(max(sum(l0s) / len(l0s) / n_bits, 1e-4), 0.5) if l0s else None
+
+
+def run_frontier(
+    model: Any,
+    cache: ActivationCache,
+    eval_tokens: Int[Tensor, "n pos"],
+    points: Sequence[Point],
+    settings: FrontierSettings,
+    work_dir: str | Path,
+    *,
+    eval_every: int = 4,
+    eval_batch_size: int = 8,
+) -> dict[str, dict[str, Any]]:
+    """Train what is missing, evaluate what is unevaluated (every ``eval_every`` trained
+    points and at the end); returns every evaluated point's metrics by name."""
+    from sae_lens import SAE
+
+    from bae_lens.evaluate import evaluate_saes
+
+    folder = Path(work_dir) / "points"
+    folder.mkdir(parents=True, exist_ok=True)
+    clock = StageClock()
+
+    def evaluate_pending() -> None:
+        pending = [p for p in points if (folder / p.name / "cfg.json").is_file()
+                   and not (folder / p.name / METRICS_FILE).is_file()]  # fmt: skip
+        if not pending:
+            return
+        saes = {
+            p.name: SAE.load_from_disk(folder / p.name, device=settings.device) for p in pending
+        }
+        results = evaluate_saes(model, saes, eval_tokens, eval_batch_size, clock=clock)
+        for p in pending:
+            record = results[p.name].summary() | {
+                "point": asdict(p),
+                "eval_tokens": int(eval_tokens.numel()),
+            }
+            (folder / p.name / METRICS_FILE).write_text(json.dumps(record, indent=1))
+        logger.info("evaluated %s", [p.name for p in pending])
+
+    trained_now = 0
+    for point in points:
+        out = folder / point.name
+        if (out / "cfg.json").is_file():
+            continue
+        bae_rate = None
+        if point.architecture == RANDOM_CONTROL:
+            bae_rate = mean_firing_rate(folder / Point("bae", point.setting, point.seed).name)
+        logger.info("training %s", point.name)
+        started = time.time()
+        with clock.stage(f"train {point.architecture}", settings.training_tokens):
+            train_point(point, cache, settings, out, bae_rate)
+        (out / "train_seconds.txt").write_text(f"{time.time() - started:.1f}\n")
+        trained_now += 1
+        if trained_now % eval_every == 0:
+            evaluate_pending()
+    evaluate_pending()
+    logger.info(clock.summary_line())
+    return collect_results(folder, points)
+
+
+def collect_results(folder: Path, points: Sequence[Point]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for p in points:
+        metrics = folder / p.name / METRICS_FILE
+        if metrics.is_file():
+            out[p.name] = json.loads(metrics.read_text())
+    return out
+
+
+def _dense10(m: Mapping[str, Any]) -> float:
+    return float(m["n_dense"]["0.1"])
+
+
+def _curve(
+    results: Mapping[str, Mapping[str, Any]], arch: str, seed: int
+) -> list[Mapping[str, Any]]:
+    rows = [m for m in results.values()
+            if m["point"]["architecture"] == arch and m["point"]["seed"] == seed and m["l0"] > 0]  # fmt: skip
+    return sorted(rows, key=lambda m: m["l0"])
+
+
+def interpolate_at(curve: Sequence[Mapping[str, Any]], l0: float, key: str) -> float | None:
+    """``key`` at ``l0``, linear in log L0 between the two points around it; None outside."""
+    values = [
+        (math.log(m["l0"]), _dense10(m) if key == "n_dense_0.1" else float(m[key])) for m in curve
+    ]
+    target = math.log(l0)
+    for (x0, y0), (x1, y1) in zip(values, values[1:], strict=False):
+        if x0 <= target <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (target - x0) / (x1 - x0)
+    return None
+
+
+def matched_l0_table(
+    results: Mapping[str, Mapping[str, Any]],
+    l0s: Sequence[float] = (32, 64, 128),
+    keys: Sequence[str] = ("kl_spliced", "explained_variance", "n_dense_0.1"),
+    seed: int = 42,
+) -> dict[str, dict[str, dict[str, float | None]]]:
+    """{architecture: {"L0=32": {key: value}}} interpolated on log L0."""
+    table: dict[str, dict[str, dict[str, float | None]]] = {}
+    for arch in ARCHITECTURES:
+        curve = _curve(results, arch, seed)
+        if len(curve) < 2:
+            continue
+        table[arch] = {f"L0={l0:g}": {k: interpolate_at(curve, l0, k) for k in keys} for l0 in l0s}
+    return table
+
+
+def markdown_tables(
+    results: Mapping[str, Mapping[str, Any]], l0s: Sequence[float] = (32, 64, 128)
+) -> str:
+    """Every point's metrics, then the matched-L0 table."""
+    lines = ["| point | L0 | burst L0 | KL | CE rec. | EV | MSE | entropy | dead | >1% | >10% | >50% |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for name, m in sorted(
+        results.items(), key=lambda kv: (kv[1]["point"]["architecture"], kv[1]["l0"])
+    ):
+        d = m["n_dense"]
+        lines.append(
+            f"| {name} | {m['l0']:.1f} | {m['burst_l0']:.1f} | {m['kl_spliced']:.4f} | "
+            f"{m['ce_loss_recovered']:.3f} | {m['explained_variance']:.3f} | {m['mse']:.4g} | "
+            f"{m['entropy_bits']:.0f} | {m['n_dead']} | {d['0.01']} | {d['0.1']} | {d['0.5']} |"
+        )
+    table = matched_l0_table(results, l0s)
+    header = "| architecture | " + " | ".join(f"KL / EV / >10% at L0={v:g}" for v in l0s) + " |"
+    lines += ["", header, "| --- |" + " --- |" * len(l0s)]
+    for arch, row in table.items():
+        cells = []
+        for v in l0s:
+            c = row[f"L0={v:g}"]
+            cells.append("n/a" if c["kl_spliced"] is None else
+                         f"{c['kl_spliced']:.4f} / {c['explained_variance']:.3f} / {c['n_dense_0.1']:.0f}")  # fmt: skip
+        lines.append(f"| {arch} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_frontier(results: Mapping[str, Mapping[str, Any]], path: str, title: str = "") -> None:
+    """L0 against KL, explained variance and features over 10%, one line per architecture
+    (seed 42; other seeds as hollow markers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (("kl_spliced", "KL spliced (nats)", True), ("explained_variance", "explained variance", False),
+              ("n_dense_0.1", "features firing on > 10% of tokens", False))  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for i, arch in enumerate(ARCHITECTURES):
+        for seed_index, seed in enumerate(sorted({m["point"]["seed"] for m in results.values()})):
+            curve = _curve(results, arch, seed)
+            if not curve:
+                continue
+            l0 = [m["l0"] for m in curve]
+            for ax, (key, label, log_y) in zip(axes, panels, strict=True):
+                y = [_dense10(m) if key == "n_dense_0.1" else m[key] for m in curve]
+                if seed_index == 0:
+                    ax.plot(l0, y, marker="o", color=f"C{i}", label=arch)
+                else:
+                    ax.scatter(l0, y, facecolors="none", edgecolors=f"C{i}", zorder=3)
+                ax.set_xscale("log")
+                ax.set_yscale("log" if log_y else "linear")
+                ax.set_xlabel("L0 (active features or ones per token)")
+                ax.set_ylabel(label)
+                ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title + "  (hollow: another seed)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(
+    results: Mapping[str, Mapping[str, Any]], out: Path, extra: Mapping[str, Any], title: str
+) -> None:
+    """frontier.json, frontier.md and frontier.png under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    payload = dict(extra) | {"results": dict(results), "matched_l0": matched_l0_table(results)}
+    (out / "frontier.json").write_text(json.dumps(payload, indent=1))
+    (out / "frontier.md").write_text(markdown_tables(results) + "\n")
+    if results:
+        plot_frontier(results, str(out / "frontier.png"), title)
+
+
+def cache_folder(key: Any, root: str | Path | None = None) -> Path:
+    """Default home of a cache: ``$BAE_LENS_CACHE/activations/<readable key>``."""
+    import os
+
+    base = Path(root or os.environ.get("BAE_LENS_CACHE") or Path.home() / ".cache" / "bae_lens")
+    dataset = Path(key.dataset).name or key.dataset
+    name = f"{key.model}_{key.hook}_{dataset}_{key.split}_ctx{key.context_size}_{key.n_rows}rows_seed{key.seed}"
+    return base / "activations" / name.replace("/", "-")
+
+
+def frontier_job(
+    *,
+    model_name: str | None,
+    hook: str,
+    dataset: str = "embedded",
+    points: Sequence[Point],
+    settings: FrontierSettings,
+    eval_tokens: int = 65_536,
+    work_dir: str | Path = "runs/frontier",
+    output: str | Path = "benchmarks/results/frontier",
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+    eval_every: int = 4,
+) -> dict[str, Any]:
+    """Load the model and data, build or reuse the activation cache, run the sweep, write
+    the report; returns the report's payload."""
+    from bae_lens import models
+    from bae_lens.activation_cache import CacheKey, build_cache, sequences_needed
+    from bae_lens.corpus import load_data
+    from bae_lens.evaluate import build_eval_tokens
+    from bae_lens.runtime import environment
+
+    started = time.time()
+    name = model_name or models.EMBEDDED_MODEL_NAME
+    model = models.load_model(name, device=settings.device)
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        raise ValueError(f"model {name!r} has no tokenizer: cannot tokenize text")
+    key = CacheKey(
+        name, hook, dataset, "train", settings.context_size, settings.training_tokens, seed
+    )
+    folder = Path(cache_dir) if cache_dir else cache_folder(key)
+    train_texts = load_data(dataset, "train").shuffle(seed=seed)["text"]
+    n_seq = sequences_needed(key.n_rows, key.context_size)
+    tokens = build_eval_tokens(
+        tokenizer, train_texts, key.context_size, n_seq, tokenizer.bos_token_id
+    )
+    cache = build_cache(model, tokens, key, folder)
+    n_eval = math.ceil(eval_tokens / settings.context_size)
+    held_out = build_eval_tokens(
+        tokenizer, load_data(dataset, "eval")["text"], settings.context_size, n_eval,
+        tokenizer.bos_token_id,
+    )  # fmt: skip
+    results = run_frontier(
+        model, cache, held_out, points, settings, work_dir, eval_every=eval_every
+    )
+    extra = {
+        "settings": asdict(settings),
+        "cache": {"path": str(folder), "key": asdict(key)},
+        "eval_tokens": list(held_out.shape),
+        "points_planned": [p.name for p in points],
+        "environment": environment(),
+        "wall_seconds_this_run": round(time.time() - started, 1),
+    }
+    write_report(
+        results, Path(output), extra, f"{name} {hook}, {settings.training_tokens:,} training tokens"
+    )
+    return extra | {"results": results}

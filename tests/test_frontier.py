@@ -1,0 +1,168 @@
+"""The activation cache (float16, memory-mapped, resumable, checked) and the frontier sweep
+(resumable, matched-L0 interpolation) on a tiny random model."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from bae_lens.activation_cache import CacheKey, build_cache, open_cache, sequences_needed
+from bae_lens.frontier import (
+    FrontierSettings,
+    Point,
+    default_points,
+    interpolate_at,
+    matched_l0_table,
+    plot_frontier,
+    run_frontier,
+    write_report,
+)
+
+HOOK = "blocks.0.hook_resid_post"
+CTX = 16
+
+
+@pytest.fixture(scope="module")
+def model(tiny_config: HookedTransformerConfig) -> HookedTransformer:
+    torch.manual_seed(0)
+    return HookedTransformer(tiny_config).eval()
+
+
+def _tokens(n: int, seed: int = 1) -> torch.Tensor:
+    toks = torch.randint(1, 50, (n, CTX), generator=torch.Generator().manual_seed(seed))
+    toks[:, 0] = 0  # BOS
+    return toks
+
+
+def _key(n_rows: int = 300, **kw: object) -> CacheKey:
+    fields = {"model": "tiny", "hook": HOOK, "dataset": "random", "split": "train",
+              "context_size": CTX, "n_rows": n_rows, "seed": 0} | kw  # fmt: skip
+    return CacheKey(**fields)  # type: ignore[arg-type]
+
+
+def test_cache_holds_the_hook_rows_without_bos_in_float16(model, tmp_path):
+    key = _key()
+    tokens = _tokens(sequences_needed(key.n_rows, CTX))
+    cache = build_cache(model, tokens, key, tmp_path / "c", batch_size=4, progress=False)
+    assert cache.rows.dtype == np.float16 and cache.rows.shape == (300, 32)
+    assert isinstance(cache.rows, np.memmap)  # read from disk, not loaded
+    _, act = model.run_with_cache(tokens[:2], names_filter=[HOOK])
+    expected = act[HOOK][:, 1:].reshape(-1, 32)[:20]  # BOS positions are not kept
+    got = cache.take(np.arange(20))
+    assert torch.allclose(got, expected, atol=2e-3, rtol=2e-3)
+
+
+def test_cache_is_reused_and_refused_when_the_key_differs(model, tmp_path):
+    key = _key()
+    tokens = _tokens(sequences_needed(key.n_rows, CTX))
+    build_cache(model, tokens, key, tmp_path / "c", progress=False)
+    again = open_cache(tmp_path / "c", key)  # another process would do the same
+    assert again.n_rows == 300
+    with pytest.raises(
+        ValueError, match="hook: cache has 'blocks.0.hook_resid_post', asked for 'blocks.1"
+    ):
+        open_cache(tmp_path / "c", _key(hook="blocks.1.hook_resid_post"))
+    with pytest.raises(ValueError, match="model: cache has 'tiny', asked for 'other'"):
+        build_cache(model, tokens, _key(model="other"), tmp_path / "c", progress=False)
+    with pytest.raises(FileNotFoundError, match="no activation cache"):
+        open_cache(tmp_path / "none", key)
+
+
+def test_killed_cache_build_resumes_to_the_same_rows(model, tmp_path, monkeypatch):
+    key = _key()
+    tokens = _tokens(sequences_needed(key.n_rows, CTX))
+    whole = build_cache(model, tokens, key, tmp_path / "whole", batch_size=2, progress=False)
+    calls = {"n": 0}
+    real = model.run_with_cache
+
+    def dies_after_five(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "run_with_cache", dies_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(
+            model, tokens, key, tmp_path / "part", batch_size=2, flush_every=2, progress=False
+        )
+    with pytest.raises(ValueError, match="unfinished"):
+        open_cache(tmp_path / "part", key)
+    monkeypatch.setattr(model, "run_with_cache", real)
+    resumed = build_cache(model, tokens, key, tmp_path / "part", batch_size=2, progress=False)
+    assert np.array_equal(np.asarray(resumed.rows), np.asarray(whole.rows))
+
+
+def test_cache_batches_cover_every_row_once_per_epoch(model, tmp_path):
+    key = _key(n_rows=120)
+    cache = build_cache(
+        model, _tokens(sequences_needed(120, CTX)), key, tmp_path / "c", progress=False
+    )
+    batches = cache.batches(40, seed=3)
+    epoch = torch.cat([next(batches) for _ in range(3)])
+    assert epoch.shape == (120, 32)
+    assert torch.allclose(epoch.sum(0), cache.take(np.arange(120)).sum(0), atol=1e-3)
+
+
+def test_points_pair_every_bae_price_with_a_random_control() -> None:
+    points = default_points({"bae": (0.05, 0.1), "topk": (8,)}, ["bae", "random_bae", "topk"], ())
+    names = [p.architecture for p in points]
+    assert names.index("random_bae") > names.index("bae")  # controls follow their BAE
+    assert {p.setting for p in points if p.architecture == "random_bae"} == {0.05, 0.1}
+    with pytest.raises(ValueError, match="among"):
+        default_points(None, ["nope"])
+
+
+def test_interpolation_on_log_l0_and_no_extrapolation() -> None:
+    curve = [{"l0": 10.0, "kl_spliced": 1.0}, {"l0": 1000.0, "kl_spliced": 0.0}]
+    assert interpolate_at(curve, 100.0, "kl_spliced") == pytest.approx(0.5)  # halfway in log
+    assert interpolate_at(curve, 5.0, "kl_spliced") is None
+    assert interpolate_at(curve, 2000.0, "kl_spliced") is None
+
+
+def test_sweep_trains_evaluates_and_resumes_without_retraining(model, tmp_path):
+    key = _key(n_rows=2048)
+    cache = build_cache(
+        model, _tokens(sequences_needed(2048, CTX)), key, tmp_path / "c", progress=False
+    )
+    held_out = _tokens(8, seed=9)
+    settings = FrontierSettings(hook=HOOK, model_name="tiny", expansion=2, training_tokens=1024,
+                                batch_tokens=128, n_batches_for_norm_estimate=2)  # fmt: skip
+    points = [Point("topk", 4), Point("topk", 16), Point("bae", 0.05), Point("random_bae", 0.05)]
+    results = run_frontier(
+        model, cache, held_out, points[:2], settings, tmp_path / "w", eval_batch_size=4
+    )
+    assert set(results) == {p.name for p in points[:2]}
+    assert results[points[0].name]["l0"] == pytest.approx(4.0)
+    cfg = tmp_path / "w" / "points" / points[0].name / "cfg.json"
+    trained_at = cfg.stat().st_mtime_ns
+    results = run_frontier(
+        model, cache, held_out, points, settings, tmp_path / "w", eval_batch_size=4
+    )
+    assert cfg.stat().st_mtime_ns == trained_at  # not retrained
+    assert set(results) == {p.name for p in points}
+    for m in results.values():
+        assert m["eval_tokens"] == held_out.numel() and 0.0 < m["kl_spliced"] < math.inf
+    table = matched_l0_table(results, l0s=(8,))
+    assert table["topk"]["L0=8"]["kl_spliced"] is not None
+    write_report(results, tmp_path / "out", {"note": "test"}, "tiny")
+    saved = json.loads((tmp_path / "out" / "frontier.json").read_text())
+    assert set(saved["results"]) == set(results)
+    assert (tmp_path / "out" / "frontier.png").stat().st_size > 1000
+    assert "| topk |" in (tmp_path / "out" / "frontier.md").read_text()
+
+
+def test_plot_handles_a_second_seed(tmp_path: Path) -> None:
+    def m(arch: str, l0: float, kl: float, seed: int = 42) -> dict:
+        return {"point": {"architecture": arch, "setting": 1.0, "seed": seed}, "l0": l0,
+                "kl_spliced": kl, "explained_variance": 0.5, "n_dense": {"0.1": 3}}  # fmt: skip
+
+    results = {"a": m("topk", 10, 0.5), "b": m("topk", 100, 0.1), "c": m("topk", 30, 0.3, 43)}
+    plot_frontier(results, str(tmp_path / "p.png"))
+    assert (tmp_path / "p.png").stat().st_size > 1000

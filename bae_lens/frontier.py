@@ -80,22 +80,45 @@ def default_points(
     extra_seeds: Sequence[Point] = (Point("bae", 0.05, 43), Point("topk", 64, 43)),
 ) -> list[Point]:
     """The sweep: every grid setting of the chosen architectures, a random-code control for
-    every BAE price, and the extra-seed points that show the noise. BAE points come
-    before their controls."""
+    every BAE price, and the extra-seed points that show the noise.
+
+    Ordered so that a sweep stopped early has covered every architecture evenly: round r
+    trains each architecture's r-th setting counted from the middle of its grid outwards;
+    a random control comes right after its BAE; extra seeds come last."""
     grid = dict(DEFAULT_GRID if grid is None else grid)
     chosen = list(architectures)
     unknown = [a for a in chosen if a not in ARCHITECTURES]
     if unknown:
         raise ValueError(f"architectures {unknown} are not among {list(ARCHITECTURES)}")
-    points = []
+    ranked: list[tuple[int, int, Point]] = []
     for arch in chosen:
-        source = "bae" if arch == RANDOM_CONTROL else arch
-        points += [Point(arch, float(v)) for v in grid.get(source, ())]
-    points += [p for p in extra_seeds if p.architecture in chosen]
-    return sorted(
-        points,
-        key=lambda p: (p.architecture == RANDOM_CONTROL, ARCHITECTURES.index(p.architecture)),
-    )
+        if arch == RANDOM_CONTROL:
+            continue
+        for rank, value in enumerate(_middle_out(grid.get(arch, ()))):
+            ranked.append((rank, 2 * ARCHITECTURES.index(arch), Point(arch, float(value))))
+            if arch == "bae" and RANDOM_CONTROL in chosen:
+                ranked.append(
+                    (rank, 2 * ARCHITECTURES.index(arch) + 1, Point(RANDOM_CONTROL, float(value)))
+                )
+    if RANDOM_CONTROL in chosen and "bae" not in chosen:
+        ranked += [
+            (r, 1, Point(RANDOM_CONTROL, float(v)))
+            for r, v in enumerate(_middle_out(grid.get("bae", ())))
+        ]
+    points = [p for *_, p in sorted(ranked, key=lambda t: (t[0], t[1]))]
+    return points + [p for p in extra_seeds if p.architecture in chosen]
+
+
+def _middle_out(values: Sequence[float]) -> list[float]:
+    """[a, b, c, d, e] -> [c, b, d, a, e]."""
+    ordered = sorted(values)
+    mid = (len(ordered) - 1) // 2
+    out = [ordered[mid]]
+    for step in range(1, len(ordered)):
+        for index in (mid - step, mid + step):
+            if 0 <= index < len(ordered):
+                out.append(ordered[index])
+    return out
 
 
 @dataclass
@@ -299,8 +322,8 @@ def markdown_tables(
     results: Mapping[str, Mapping[str, Any]], l0s: Sequence[float] = (32, 64, 128)
 ) -> str:
     """Every point's metrics, then the matched-L0 table."""
-    lines = ["| point | L0 | burst L0 | KL | CE rec. | EV | MSE | entropy | dead | >1% | >10% | >50% |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = ["| point | L0 | burst L0 | KL | CE rec. | EV | MSE | entropy | dead | >1% | >10% | >50% | note |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
     for name, m in sorted(
         results.items(), key=lambda kv: (kv[1]["point"]["architecture"], kv[1]["l0"])
     ):
@@ -308,7 +331,8 @@ def markdown_tables(
         lines.append(
             f"| {name} | {m['l0']:.1f} | {m['burst_l0']:.1f} | {m['kl_spliced']:.4f} | "
             f"{m['ce_loss_recovered']:.3f} | {m['explained_variance']:.3f} | {m['mse']:.4g} | "
-            f"{m['entropy_bits']:.0f} | {m['n_dead']} | {d['0.01']} | {d['0.1']} | {d['0.5']} |"
+            f"{m['entropy_bits']:.0f} | {m['n_dead']} | {d['0.01']} | {d['0.1']} | {d['0.5']} | "
+            f"{_note(m)} |"
         )
     table = matched_l0_table(results, l0s)
     header = "| architecture | " + " | ".join(f"KL / EV / >10% at L0={v:g}" for v in l0s) + " |"
@@ -321,6 +345,16 @@ def markdown_tables(
                          f"{c['kl_spliced']:.4f} / {c['explained_variance']:.3f} / {c['n_dense_0.1']:.0f}")  # fmt: skip
         lines.append(f"| {arch} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _note(m: Mapping[str, Any]) -> str:
+    """JumpReLU: whether it reached its L0 target (within 25%)."""
+    point = m["point"]
+    if point["architecture"] != "jumprelu":
+        return ""
+    target = float(point["setting"])
+    reached = abs(m["l0"] - target) <= 0.25 * target
+    return f"target L0 {target:g}: " + ("reached" if reached else "NOT reached")
 
 
 def plot_frontier(results: Mapping[str, Mapping[str, Any]], path: str, title: str = "") -> None:

@@ -17,6 +17,7 @@ dictionary here reconstructs.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 ROWS_FILE = "activations.npy"
+LOCK_FILE = "build.lock"
 META_FILE = "meta.json"
 FLOAT16_MAX = 65504.0
 
@@ -154,10 +156,31 @@ def build_cache(
 ) -> ActivationCache:
     """Write ``key.n_rows`` activations at ``key.hook`` for ``tokens`` (every sequence
     starting with BOS, whose row is dropped) to ``path``; resumes a build of the same key;
-    refuses a folder holding another key. Returns the opened cache."""
+    refuses a folder holding another key. Returns the opened cache.
+
+    One process builds at a time: a second one waits on the folder's lock, then finds the
+    cache finished and opens it."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / LOCK_FILE, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _build_locked(model, tokens, key, path, batch_size, flush_every, progress)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build_locked(
+    model: Any,
+    tokens: Int[Tensor, "n_seq context_size"],
+    key: CacheKey,
+    path: Path,
+    batch_size: int,
+    flush_every: int,
+    progress: bool,
+) -> ActivationCache:
     from bae_lens.hidden_states import check_hooks
 
-    path = Path(path)
     check_hooks(model, [key.hook])
     if tokens.shape[1] != key.context_size:
         raise ValueError(
@@ -175,7 +198,6 @@ def build_cache(
             raise ValueError(f"{str(path)!r} holds another cache: " + "; ".join(wrong))
         if record["rows_done"] == key.n_rows:
             return open_cache(path, key)
-    path.mkdir(parents=True, exist_ok=True)
     done = int(record["rows_done"]) if record else 0
     rows: Any = np.load(path / ROWS_FILE, mmap_mode="r+") if done else None
     stop = int(key.hook.split(".")[1]) + 1 if key.hook.startswith("blocks.") else None

@@ -166,3 +166,33 @@ def test_plot_handles_a_second_seed(tmp_path: Path) -> None:
     results = {"a": m("topk", 10, 0.5), "b": m("topk", 100, 0.1), "c": m("topk", 30, 0.3, 43)}
     plot_frontier(results, str(tmp_path / "p.png"))
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_two_builders_of_one_cache_build_it_once(model, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    key = _key(n_rows=150)
+    tokens = _tokens(sequences_needed(150, CTX))
+    real = model.run_with_cache
+    calls = []
+
+    def slow(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.02)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "run_with_cache", slow)
+    caches = []
+
+    def build() -> None:
+        caches.append(build_cache(model, tokens, key, tmp_path / "c", batch_size=2, progress=False))
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(caches) == 2
+    assert len(calls) == math.ceil(sequences_needed(150, CTX) / 2)  # one build's forwards
+    assert np.array_equal(np.asarray(caches[0].rows), np.asarray(caches[1].rows))

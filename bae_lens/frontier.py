@@ -269,12 +269,21 @@ def run_frontier(
     return collect_results(folder, points)
 
 
-def collect_results(folder: Path, points: Sequence[Point]) -> dict[str, dict[str, Any]]:
+def collect_results(
+    folder: Path, points: Sequence[Point] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Metrics of the evaluated ``points`` (None: of every point under ``folder``, whichever
+    process trained it)."""
+    names = (
+        [p.name for p in points]
+        if points is not None
+        else sorted(d.name for d in folder.iterdir() if d.is_dir())
+    )
     out = {}
-    for p in points:
-        metrics = folder / p.name / METRICS_FILE
+    for name in names:
+        metrics = folder / name / METRICS_FILE
         if metrics.is_file():
-            out[p.name] = json.loads(metrics.read_text())
+            out[name] = json.loads(metrics.read_text())
     return out
 
 
@@ -395,13 +404,21 @@ def plot_frontier(results: Mapping[str, Mapping[str, Any]], path: str, title: st
 def write_report(
     results: Mapping[str, Mapping[str, Any]], out: Path, extra: Mapping[str, Any], title: str
 ) -> None:
-    """frontier.json, frontier.md and frontier.png under ``out``."""
+    """frontier.json, frontier.md and frontier.png under ``out`` (each written whole, then
+    renamed into place: sweeps running in parallel never leave a torn file)."""
+    import os
+
     out.mkdir(parents=True, exist_ok=True)
     payload = dict(extra) | {"results": dict(results), "matched_l0": matched_l0_table(results)}
-    (out / "frontier.json").write_text(json.dumps(payload, indent=1))
-    (out / "frontier.md").write_text(markdown_tables(results) + "\n")
+    for name, text in (("frontier.json", json.dumps(payload, indent=1)),
+                       ("frontier.md", markdown_tables(results) + "\n")):  # fmt: skip
+        tmp = out / f".{name}.{os.getpid()}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
     if results:
-        plot_frontier(results, str(out / "frontier.png"), title)
+        tmp_png = out / f".frontier.{os.getpid()}.png"
+        plot_frontier(results, str(tmp_png), title)
+        os.replace(tmp_png, out / "frontier.png")
 
 
 def cache_folder(key: Any, root: str | Path | None = None) -> Path:
@@ -464,7 +481,7 @@ def frontier_job(
         "settings": asdict(settings),
         "cache": {"path": str(folder), "key": asdict(key)},
         "eval_tokens": list(held_out.shape),
-        "points_planned": [p.name for p in points],
+        "points_planned_by_this_run": [p.name for p in points],
         "environment": environment(),
         "wall_seconds_this_run": round(time.time() - started, 1),
     }

@@ -459,15 +459,22 @@ def frontier_job(
     tokenizer = model.tokenizer
     if tokenizer is None:
         raise ValueError(f"model {name!r} has no tokenizer: cannot tokenize text")
-    key = CacheKey(
-        name, hook, dataset, "train", settings.context_size, settings.training_tokens, seed
-    )
-    folder = Path(cache_dir) if cache_dir else cache_folder(key)
     train_texts = load_data(dataset, "train").shuffle(seed=seed)["text"]
-    n_seq = sequences_needed(key.n_rows, key.context_size)
+    n_seq = sequences_needed(settings.training_tokens, settings.context_size)
     tokens = build_eval_tokens(
-        tokenizer, train_texts, key.context_size, n_seq, tokenizer.bos_token_id
+        tokenizer, train_texts, settings.context_size, n_seq, tokenizer.bos_token_id
     )
+    # A corpus smaller than the training budget is cached whole; points then train for
+    # more than one epoch over it (the report records how many).
+    n_rows = min(settings.training_tokens, tokens.shape[0] * (settings.context_size - 1))
+    if n_rows < settings.training_tokens:
+        logger.warning(
+            "the %s train split holds %d tokens (BOS excluded), fewer than the %d training "
+            "tokens: caching all of it, %.2f epochs per point",
+            dataset, n_rows, settings.training_tokens, settings.training_tokens / n_rows,
+        )  # fmt: skip
+    key = CacheKey(name, hook, dataset, "train", settings.context_size, n_rows, seed)
+    folder = Path(cache_dir) if cache_dir else cache_folder(key)
     cache = build_cache(model, tokens, key, folder)
     n_eval = math.ceil(eval_tokens / settings.context_size)
     held_out = build_eval_tokens(
@@ -480,6 +487,7 @@ def frontier_job(
     extra = {
         "settings": asdict(settings),
         "cache": {"path": str(folder), "key": asdict(key)},
+        "epochs_per_point": round(settings.training_tokens / n_rows, 3),
         "eval_tokens": list(held_out.shape),
         "points_planned_by_this_run": [p.name for p in points],
         "environment": environment(),

@@ -53,6 +53,7 @@ FLOORS: dict[str, int] = {
     "bae_lens.icl": 4,
     "bae_lens.compare": 4,
     "bae_lens.frontier": 4,
+    "bae_lens.frontier_report": 4,
     "bae_lens.legacy": 4,
     "bae_lens.comsem": 4,
     "bae_lens.comsem.collect": 4,

@@ -13,16 +13,8 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from bae_lens.activation_cache import CacheKey, build_cache, open_cache, sequences_needed
-from bae_lens.frontier import (
-    FrontierSettings,
-    Point,
-    default_points,
-    interpolate_at,
-    matched_l0_table,
-    plot_frontier,
-    run_frontier,
-    write_report,
-)
+from bae_lens.frontier import FrontierSettings, Point, default_points, run_frontier
+from bae_lens.frontier_report import interpolate_at, matched_l0_table, plot_frontier, write_report
 
 HOOK = "blocks.0.hook_resid_post"
 CTX = 16

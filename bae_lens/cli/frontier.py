@@ -13,8 +13,8 @@ from bae_lens.frontier import (
     FrontierSettings,
     default_points,
     frontier_job,
-    markdown_tables,
 )
+from bae_lens.frontier_report import markdown_tables
 from bae_lens.main_job import DEFAULT_HOOK
 from bae_lens.runtime import set_threads
 

@@ -1,0 +1,152 @@
+"""Tables, matched-L0 interpolation and plots of a frontier sweep (:mod:`bae_lens.frontier`).
+
+:func:`matched_l0_table` interpolates each architecture's metrics linearly in log L0 at
+the L0 values asked for (no extrapolation: a value outside an architecture's L0 range is
+left empty), and :func:`plot_frontier` draws L0 against KL, explained variance and the
+count of features firing on more than 10% of tokens, one line per architecture.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ARCHITECTURES = ("bae", "random_bae", "topk", "batchtopk", "jumprelu", "standard")
+"""Every architecture a sweep knows, in table and plot order (random_bae: the random-code
+control of :mod:`bae_lens.baselines`)."""
+
+
+def _dense10(m: Mapping[str, Any]) -> float:
+    return float(m["n_dense"]["0.1"])
+
+
+def _curve(
+    results: Mapping[str, Mapping[str, Any]], arch: str, seed: int
+) -> list[Mapping[str, Any]]:
+    rows = [m for m in results.values()
+            if m["point"]["architecture"] == arch and m["point"]["seed"] == seed and m["l0"] > 0]  # fmt: skip
+    return sorted(rows, key=lambda m: m["l0"])
+
+
+def interpolate_at(curve: Sequence[Mapping[str, Any]], l0: float, key: str) -> float | None:
+    """``key`` at ``l0``, linear in log L0 between the two points around it; None outside."""
+    values = [
+        (math.log(m["l0"]), _dense10(m) if key == "n_dense_0.1" else float(m[key])) for m in curve
+    ]
+    target = math.log(l0)
+    for (x0, y0), (x1, y1) in zip(values, values[1:], strict=False):
+        if x0 <= target <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (target - x0) / (x1 - x0)
+    return None
+
+
+def matched_l0_table(
+    results: Mapping[str, Mapping[str, Any]],
+    l0s: Sequence[float] = (32, 64, 128),
+    keys: Sequence[str] = ("kl_spliced", "explained_variance", "n_dense_0.1"),
+    seed: int = 42,
+) -> dict[str, dict[str, dict[str, float | None]]]:
+    """{architecture: {"L0=32": {key: value}}} interpolated on log L0."""
+    table: dict[str, dict[str, dict[str, float | None]]] = {}
+    for arch in ARCHITECTURES:
+        curve = _curve(results, arch, seed)
+        if len(curve) < 2:
+            continue
+        table[arch] = {f"L0={l0:g}": {k: interpolate_at(curve, l0, k) for k in keys} for l0 in l0s}
+    return table
+
+
+def markdown_tables(
+    results: Mapping[str, Mapping[str, Any]], l0s: Sequence[float] = (32, 64, 128)
+) -> str:
+    """Every point's metrics, then the matched-L0 table."""
+    lines = ["| point | L0 | burst L0 | KL | CE rec. | EV | MSE | entropy | dead | >1% | >10% | >50% | note |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+    for name, m in sorted(
+        results.items(), key=lambda kv: (kv[1]["point"]["architecture"], kv[1]["l0"])
+    ):
+        d = m["n_dense"]
+        lines.append(
+            f"| {name} | {m['l0']:.1f} | {m['burst_l0']:.1f} | {m['kl_spliced']:.4f} | "
+            f"{m['ce_loss_recovered']:.3f} | {m['explained_variance']:.3f} | {m['mse']:.4g} | "
+            f"{m['entropy_bits']:.0f} | {m['n_dead']} | {d['0.01']} | {d['0.1']} | {d['0.5']} | "
+            f"{_note(m)} |"
+        )
+    table = matched_l0_table(results, l0s)
+    header = "| architecture | " + " | ".join(f"KL / EV / >10% at L0={v:g}" for v in l0s) + " |"
+    lines += ["", header, "| --- |" + " --- |" * len(l0s)]
+    for arch, row in table.items():
+        cells = []
+        for v in l0s:
+            c = row[f"L0={v:g}"]
+            cells.append("n/a" if c["kl_spliced"] is None else
+                         f"{c['kl_spliced']:.4f} / {c['explained_variance']:.3f} / {c['n_dense_0.1']:.0f}")  # fmt: skip
+        lines.append(f"| {arch} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _note(m: Mapping[str, Any]) -> str:
+    """JumpReLU: whether it reached its L0 target (within 25%)."""
+    point = m["point"]
+    if point["architecture"] != "jumprelu":
+        return ""
+    target = float(point["setting"])
+    reached = abs(m["l0"] - target) <= 0.25 * target
+    return f"target L0 {target:g}: " + ("reached" if reached else "NOT reached")
+
+
+def plot_frontier(results: Mapping[str, Mapping[str, Any]], path: str, title: str = "") -> None:
+    """L0 against KL, explained variance and features over 10%, one line per architecture
+    (seed 42; other seeds as hollow markers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (("kl_spliced", "KL spliced (nats)", True), ("explained_variance", "explained variance", False),
+              ("n_dense_0.1", "features firing on > 10% of tokens", False))  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for i, arch in enumerate(ARCHITECTURES):
+        for seed_index, seed in enumerate(sorted({m["point"]["seed"] for m in results.values()})):
+            curve = _curve(results, arch, seed)
+            if not curve:
+                continue
+            l0 = [m["l0"] for m in curve]
+            for ax, (key, label, log_y) in zip(axes, panels, strict=True):
+                y = [_dense10(m) if key == "n_dense_0.1" else m[key] for m in curve]
+                if seed_index == 0:
+                    ax.plot(l0, y, marker="o", color=f"C{i}", label=arch)
+                else:
+                    ax.scatter(l0, y, facecolors="none", edgecolors=f"C{i}", zorder=3)
+                ax.set_xscale("log")
+                ax.set_yscale("log" if log_y else "linear")
+                ax.set_xlabel("L0 (active features or ones per token)")
+                ax.set_ylabel(label)
+                ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title + "  (hollow: another seed)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(
+    results: Mapping[str, Mapping[str, Any]], out: Path, extra: Mapping[str, Any], title: str
+) -> None:
+    """frontier.json, frontier.md and frontier.png under ``out`` (each written whole, then
+    renamed into place: sweeps running in parallel never leave a torn file)."""
+    out.mkdir(parents=True, exist_ok=True)
+    payload = dict(extra) | {"results": dict(results), "matched_l0": matched_l0_table(results)}
+    for name, text in (("frontier.json", json.dumps(payload, indent=1)),
+                       ("frontier.md", markdown_tables(results) + "\n")):  # fmt: skip
+        tmp = out / f".{name}.{os.getpid()}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
+    if results:
+        tmp_png = out / f".frontier.{os.getpid()}.png"
+        plot_frontier(results, str(tmp_png), title)
+        os.replace(tmp_png, out / "frontier.png")

@@ -410,6 +410,13 @@ class BinaryAutoencoderTraining(_BinaryEncoding, TrainingSAE[BinaryAutoencoderTr
 
     @override
     def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
+        n_rows = int(step_input.sae_in.reshape(-1, step_input.sae_in.shape[-1]).shape[0])
+        if n_rows < 2:
+            raise ValueError(
+                f"minibatch of {n_rows} row(s): the entropy and dependence penalties are "
+                "minibatch statistics and need at least 2 rows (bae_lens.train.OutlierFilter "
+                "skips such batches)"
+            )
         if self._needs_data_init and step_input.n_training_steps == 0:
             self.initialize_from_batch(step_input.sae_in)
         output = super().training_forward_pass(step_input)

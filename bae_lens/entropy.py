@@ -188,9 +188,19 @@ def joint_code_entropy(
     return float(-(p * p.log2()).sum())
 
 
-def drop_outlier_rows(x: Float[Tensor, "n d"], factor: float = 10.0) -> Float[Tensor, "m d"]:
+def drop_outlier_rows(x: Float[Tensor, "n d"], factor: float | None = 10.0) -> Float[Tensor, "m d"]:
     """Rows whose norm is at most ``factor`` x the median norm (the residual stream's
-    massive-norm first tokens would otherwise dominate a BAE's squared error)."""
+    massive-norm first tokens would otherwise dominate a BAE's squared error; ``factor=None``
+    keeps them). Rows with NaN
+    or inf are dropped first and counted in a warning; ValueError if no row is finite."""
+    finite = torch.isfinite(x).all(dim=-1)
+    if not bool(finite.all()):
+        if not bool(finite.any()):
+            raise ValueError(f"all {x.shape[0]} rows contain NaN or inf")
+        logger.warning("dropped %d of %d rows with NaN or inf", int((~finite).sum()), x.shape[0])
+        x = x[finite]
+    if factor is None:
+        return x
     norms = x.norm(dim=-1)
     return x[norms <= factor * norms.median()]
 
@@ -248,7 +258,7 @@ def train_set_bae(
         raise ValueError(f"x of shape {tuple(x.shape)}: expected [n, d_in]")
     if steps < 1 or batch_size < 2:
         raise ValueError(f"steps={steps!r} must be >= 1 and batch_size={batch_size!r} >= 2")
-    train = drop_outlier_rows(x.float()) if outlier_factor is not None else x.float()
+    train = drop_outlier_rows(x.float(), outlier_factor)
     if train.shape[0] < batch_size:
         raise ValueError(
             f"set of {x.shape[0]} rows ({train.shape[0]} after dropping outliers) is too small "

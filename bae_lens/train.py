@@ -31,6 +31,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+import torch
 from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
 from sae_lens.saes.sae import TrainingSAE, TrainingSAEConfig
 from tqdm.auto import tqdm
@@ -65,6 +66,8 @@ class OutlierFilter:
         self.factor = factor
         self.n_dropped = 0
         self.n_seen = 0
+        self.n_non_finite = 0
+        self.n_skipped_batches = 0
         self._to_record = replay_first
         self._recorded: list[Any] = []
         self._replay: deque[Any] = deque()
@@ -79,14 +82,25 @@ class OutlierFilter:
         return self
 
     def _fresh(self) -> Any:
-        batch = next(self.store)
-        self.n_seen += int(batch.shape[0])
-        if self.factor is None:
-            return batch
-        norms = batch.flatten(1).norm(dim=-1)  # [batch]
-        keep = norms <= self.factor * norms.median()
-        self.n_dropped += int((~keep).sum())
-        return batch[keep]
+        """The next batch with non-finite rows (and, with a factor, massive rows) dropped;
+        a batch left with fewer than 2 rows is skipped with a warning."""
+        while True:
+            batch = next(self.store)
+            self.n_seen += int(batch.shape[0])
+            finite = torch.isfinite(batch.flatten(1)).all(dim=-1)  # [batch]
+            if not bool(finite.all()):
+                self.n_non_finite += int((~finite).sum())
+                logger.warning("dropped %d rows with NaN or inf", int((~finite).sum()))
+                batch = batch[finite]
+            if self.factor is not None and batch.shape[0] > 0:
+                norms = batch.flatten(1).norm(dim=-1)  # [batch]
+                keep = norms <= self.factor * norms.median()
+                self.n_dropped += int((~keep).sum())
+                batch = batch[keep]
+            if batch.shape[0] >= 2:
+                return batch
+            self.n_skipped_batches += 1
+            logger.warning("skipped a minibatch left with %d row(s)", int(batch.shape[0]))
 
     def __next__(self) -> Any:
         if self._replay:

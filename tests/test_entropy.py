@@ -221,3 +221,16 @@ def test_trained_bae_recovers_the_entropy_of_a_known_set() -> None:
     assert joint_code_entropy(priced, data.x) == pytest.approx(3.0, abs=0.2)
     free = train_set_bae(data.x, 32, entropy_coefficient=0.0, **options)  # type: ignore[arg-type]
     assert estimate_entropy(free, data.x).entropy_bits > 10.0
+
+
+def test_non_finite_rows_are_dropped_not_allowed_to_empty_the_set() -> None:
+    from bae_lens.entropy import drop_outlier_rows
+
+    x = torch.randn(50, 4)
+    x[3, 0] = float("nan")
+    x[7] = 1e4  # a massive row
+    kept = drop_outlier_rows(x)
+    assert kept.shape[0] == 48 and torch.isfinite(kept).all()
+    assert drop_outlier_rows(x, None).shape[0] == 49  # factor None keeps the massive row
+    with pytest.raises(ValueError, match="all 2 rows contain NaN or inf"):
+        drop_outlier_rows(torch.full((2, 4), float("nan")))

@@ -176,3 +176,31 @@ def test_norm_estimate_costs_no_extra_forward_passes(
     # estimate's 1024 are trained on, so only the buffer's fill is extra
     buffer = buffer_batches(256, 32, 4) * 4 * 32
     assert 4096 <= generated <= 4096 + buffer
+
+
+def test_outlier_filter_drops_non_finite_rows_and_skips_emptied_batches() -> None:
+    from bae_lens.train import OutlierFilter
+
+    ok = torch.ones(6, 4)
+    poisoned = ok.clone()
+    poisoned[2, 1] = float("nan")  # one NaN row must not poison the median
+    all_bad = torch.full((3, 4), float("inf"))
+    single = torch.ones(1, 4)
+    store = OutlierFilter(iter([poisoned, all_bad, single, ok]), factor=10.0)
+    first = next(store)
+    assert first.shape == (5, 4) and torch.isfinite(first).all()
+    second = next(store)  # the inf batch and the one-row batch are skipped
+    assert torch.equal(second, ok)
+    assert store.n_non_finite == 4 and store.n_skipped_batches == 2
+
+
+@pytest.mark.parametrize("rows", [0, 1])
+def test_bae_step_refuses_a_minibatch_of_fewer_than_two_rows(rows: int) -> None:
+    from sae_lens.saes.sae import TrainStepInput
+
+    sae = bae_lens.BinaryAutoencoderTraining(
+        bae_lens.BinaryAutoencoderTrainingConfig(d_in=4, d_sae=8, entropy_coefficient=0.1)
+    )
+    step = TrainStepInput(torch.randn(rows, 4), {"entropy": 0.1, "covariance": 0.0}, None, 0, False)
+    with pytest.raises(ValueError, match=f"minibatch of {rows} row"):
+        sae.training_forward_pass(step)

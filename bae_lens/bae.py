@@ -22,6 +22,7 @@ Importing :mod:`bae_lens` registers both classes with SAELens.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -70,10 +71,16 @@ def _check_choice(field: str, value: Any, allowed: tuple[Any, ...]) -> None:
 
 
 def _check_number(field: str, value: float, low: float, strict: bool = False) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{field}={value!r} must be a finite number")
     ok = value > low if strict else value >= low
     if not ok:
         bound = f"> {low}" if strict else f">= {low}"
         raise ValueError(f"{field}={value!r} must be {bound}")
+
+
+class FoldNotSupportedError(NotImplementedError, ValueError):
+    """A fold that this architecture cannot do without changing its outputs."""
 
 
 @dataclass
@@ -144,6 +151,11 @@ class _BinaryEncoding:
             )
         if x.is_complex():
             raise ValueError(f"input has complex dtype {x.dtype}: a real dtype is required")
+        if not x.is_floating_point():
+            raise ValueError(
+                f"input has dtype {x.dtype}: activations must be floating point "
+                "(integer inputs are usually token ids passed by mistake)"
+            )
         if x.shape[-1] != self.cfg.d_in:
             raise ValueError(
                 f"input of shape {tuple(x.shape)}: last dimension must be d_in={self.cfg.d_in}"
@@ -179,8 +191,12 @@ class _BinaryEncoding:
         return self.reshape_fn_out(out, self.d_head)
 
     def fold_W_dec_norm(self) -> None:
-        """Refused: a 0/1 code cannot absorb a scale, so folding would change outputs."""
-        raise ValueError(
+        """Refused: a 0/1 code cannot absorb a scale, so folding would change outputs.
+
+        Raises :class:`FoldNotSupportedError`, a NotImplementedError (what SAELens raises for
+        a fold an architecture cannot do, and what SAEBench's loader catches) that is also a
+        ValueError (what earlier bae_lens callers caught)."""
+        raise FoldNotSupportedError(
             "fold_W_dec_norm is not supported for the 'bae' architecture: its code is 0/1, "
             "so scaling decoder rows cannot be compensated in the encoder and would change "
             "every reconstruction. Load with fold_W_dec_norm=False."
@@ -321,6 +337,8 @@ class BinaryAutoencoderTrainingConfig(TrainingSAEConfig):
             )
         if self.init_firing_rate is not None and not 0.0 < self.init_firing_rate < 1.0:
             raise ValueError(f"init_firing_rate={self.init_firing_rate!r} must be in (0, 1)")
+        if not math.isfinite(self.b_enc_init):
+            raise ValueError(f"b_enc_init={self.b_enc_init!r} must be a finite number")
 
 
 BAE_OPTIONS: tuple[str, ...] = (

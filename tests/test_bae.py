@@ -4,6 +4,7 @@ fresh process, registration, folding and config / input validation."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -640,3 +641,38 @@ def test_fold_refused_for_nonlinear_output_activation(output_activation: str) ->
     relu = randomize(make_inference(output_activation="relu"))
     with pytest.raises(ValueError, match="output_activation='relu'"):
         relu.fold_activation_whitening(torch.zeros(4), torch.eye(4), torch.eye(4))
+
+
+@pytest.mark.parametrize("cls", ["inference", "training"])
+def test_fold_refusal_is_what_downstream_loaders_catch(cls: str) -> None:
+    """SAELens raises NotImplementedError for a fold an architecture cannot do, and
+    SAEBench's loader catches exactly that and goes on unfolded."""
+    sae: Any = make_inference() if cls == "inference" else make_training()
+    before = sae.W_dec.detach().clone()
+    try:
+        sae.fold_W_dec_norm()
+        folded = True
+    except NotImplementedError:
+        folded = False
+    assert not folded and torch.equal(sae.W_dec, before)
+
+
+def test_integer_activations_are_refused_at_encode() -> None:
+    sae = BinaryAutoencoder(BinaryAutoencoderConfig(d_in=4, d_sae=8))
+    with pytest.raises(ValueError, match="dtype torch.int64: activations must be floating point"):
+        sae.encode(torch.arange(8).reshape(2, 4))
+    assert sae.encode(torch.randn(2, 4).half()).shape == (2, 8)  # half is cast, as before
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("entropy_coefficient", math.inf),
+        ("covariance_coefficient", math.nan),
+        ("b_enc_init", math.nan),
+        ("estimator_temperature", math.inf),
+    ],  # fmt: skip
+)
+def test_non_finite_training_options_are_refused(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"{field}=.* must be a finite number"):
+        BinaryAutoencoderTrainingConfig(d_in=4, d_sae=8, **{field: value})

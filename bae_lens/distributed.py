@@ -231,6 +231,10 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     from bae_lens.config_args import config_values
     from bae_lens.train import write_training_log
 
+    if args.steps < 1:
+        raise ValueError(
+            f"--steps {args.steps}: must be >= 1 (0 steps would save an untrained SAE)"
+        )
     rank, world = rank_and_world()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"

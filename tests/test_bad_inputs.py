@@ -390,7 +390,20 @@ CLI_CASES = [
     (["train", "--covariance-penalty", "l2"], "covariance_penalty='l2'"),
     (["entropy", "--sae", "{tmp}/bae", "--layers", "1,2"], "--sae takes one layer"),
     (["entropy", "--layers", "99", "--output", "{tmp}/e.json"], "the model has layers 0..29"),
+    # options checked before the model loads, named as typed
+    (["train", "--expansion", "-1"], "--expansion -1: must be >= 1"),
+    (["train", "--batch-tokens", "0"], "--batch-tokens 0: must be >= 2"),
+    (["train", "--context-size", "0"], "--context-size 0: must be >= 2"),
+    (["train", "--threads", "0"], "--threads 0: must be >= 1"),
+    (["train", "--lr", "nan"], "--lr nan: must be a finite number > 0"),
+    (["train", "--device", "bogus"], "--device bogus: not a torch device"),
+    (["train", "--training-tokens", "100"], "--training-tokens 100 is smaller than one minibatch"),
+    (["train", "--entropy-coefficient", "inf"], "entropy_coefficient=inf must be a finite number"),
+    (["compare", "--batch-tokens", "0"], "--batch-tokens 0: must be >= 2"),
+    (["frontier", "--expansion", "0"], "--expansion 0: must be >= 1"),
 ]
+if not torch.cuda.is_available():
+    CLI_CASES.append((["train", "--device", "cuda"], "--device cuda: CUDA is not available"))
 
 
 @pytest.mark.parametrize(("argv", "match"), CLI_CASES, ids=[" ".join(a[:3]) for a, _ in CLI_CASES])
@@ -414,4 +427,8 @@ def test_distributed_cli_bad_input_exits_2(
     shutil.rmtree(tmp_path / "o", ignore_errors=True)
     assert distributed_main(["--activations", str(tmp_path / "no.st"), "--output", "o"]) == 2
     assert "no.st" in capsys.readouterr().err
+    argv = ["--activations", str(acts), "--output", str(tmp_path / "o"), "--steps", "0"]
+    assert distributed_main(argv) == 2
+    assert "--steps 0: must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "cfg.json").exists()  # no untrained SAE saved
     assert bae_lens.__version__

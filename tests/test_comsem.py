@@ -552,3 +552,28 @@ def test_end_to_end_with_llama_cpp(llama_server: LocalJudgeServer, tmp_path: Pat
     assert n_lines >= 2  # two descriptions at least, then the tests of accepted ones
     judge_collection(coll, Judge(config, cache), settings)  # all from the cache
     assert len(cache.read_text().splitlines()) == n_lines
+
+
+def test_judge_counts_answers_and_comsem_exits_1_when_none_came(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with FakeServer(lambda n, p: (500, "{}", 0.0)) as down:
+        judge = Judge(_config(down.base_url, max_retries=1), tmp_path / "c.jsonl")
+        answers = judge.ask(_prompts(3), max_tokens=4)
+    assert all(a.error for a in answers) and judge.answered == 0 and judge.sent == 3
+    with FakeServer(lambda n, p: (200, None, 0.0)) as up:
+        judge = Judge(_config(up.base_url), tmp_path / "c.jsonl")
+        judge.ask(_prompts(3), max_tokens=4)
+        assert judge.answered == 3
+        again = Judge(_config(up.base_url), tmp_path / "c.jsonl")
+        again.ask(_prompts(3), max_tokens=4)
+        assert again.answered == 3 and again.sent == 0  # answers from the cache count
+
+    from bae_lens.cli import comsem as comsem_cli
+
+    built_from_nothing = {"collection": {}, "results": {"bae": {}}, "requests_sent": 12,
+                          "requests_answered": 0, "seconds": {"total": 1.0}}  # fmt: skip
+    monkeypatch.setattr(comsem_cli, "run_comsem", lambda args: built_from_nothing)
+    args = comsem_cli.argparse.Namespace(output=str(tmp_path))
+    assert comsem_cli.run(args) == 1
+    assert "none of the 12 judge requests was answered" in capsys.readouterr().err

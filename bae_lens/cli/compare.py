@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from bae_lens.cli.train import add_run_arguments
+from bae_lens.cli.train import add_run_arguments, check_run_arguments
 from bae_lens.compare import DICTIONARIES, CompareSettings, check_dictionaries, run_compare
 from bae_lens.runtime import set_threads
 
@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bae_lens import models
+
+    check_run_arguments(args)
     from bae_lens.corpus import load_data
     from bae_lens.evaluate import load_eval_tokens
 

@@ -170,6 +170,7 @@ def run_comsem(args: argparse.Namespace) -> dict[str, Any]:
         payload |= {
             "judge": judge.config.public() | {"label": label, "local": args.local_judge},
             "requests_sent": judge.sent,
+            "requests_answered": judge.answered,
             "results": rows,
             "features": features,
         }
@@ -193,6 +194,14 @@ def run(args: argparse.Namespace) -> int:
     except JudgeServerDied as err:
         print(f"bae-lens comsem: error: {err}", file=sys.stderr)
         print("answers received before the crash are kept in the judge cache", file=sys.stderr)
+        return 1
+    if "results" in payload and payload["requests_answered"] == 0:
+        print(
+            f"bae-lens comsem: error: none of the {payload['requests_sent']} judge requests was "
+            f"answered, so there is no score to report (the errors are in "
+            f"{args.output}/comsem.json); check the endpoint and the key",
+            file=sys.stderr,
+        )
         return 1
     for name, c in payload["collection"].items():
         print(f"{name}: collected {c['tokens']} tokens at {c['tokens_per_second']:.0f} tokens/s")

@@ -7,6 +7,7 @@ import argparse
 
 import torch
 
+from bae_lens.cli.train import check_run_arguments
 from bae_lens.frontier import (
     ARCHITECTURES,
     DEFAULT_GRID,
@@ -63,6 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_run_arguments(args)
     set_threads(args.threads)
     archs = [a.strip() for a in args.architectures.split(",") if a.strip()]
     points = default_points(_grid(args.grid), archs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 import torch
@@ -10,6 +11,7 @@ import torch
 from bae_lens.bae import BAE_OPTIONS, BinaryAutoencoderTrainingConfig
 from bae_lens.config_args import add_config_options, config_values
 from bae_lens.main_job import DEFAULT_HOOK, MAIN_JOB_DEFAULTS, MainJobSettings, run_main_job
+from bae_lens.runtime import check_device
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,6 +28,25 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-tokens", type=int, default=1024, help="tokens per minibatch")
     p.add_argument("--context-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
+
+
+def check_run_arguments(args: argparse.Namespace) -> None:
+    """Fail before any work, naming the option as the user typed it."""
+    for option, low in (("expansion", 1), ("training_tokens", 1), ("batch_tokens", 2),
+                        ("context_size", 2), ("eval_sequences", 1), ("threads", 1)):  # fmt: skip
+        value = getattr(args, option, None)
+        if value is not None and value < low:
+            raise ValueError(f"--{option.replace('_', '-')} {value}: must be >= {low}")
+    lr = getattr(args, "lr", None)
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"--lr {lr}: must be a finite number > 0")
+    if getattr(args, "training_tokens", 0) < getattr(args, "batch_tokens", 0):
+        raise ValueError(
+            f"--training-tokens {args.training_tokens} is smaller than one minibatch "
+            f"(--batch-tokens {args.batch_tokens})"
+        )
+    if hasattr(args, "device"):
+        check_device(args.device)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -98,6 +119,7 @@ def print_summary(summary: dict[str, Any], out: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_run_arguments(args)
     summary = run_main_job(settings_from_args(args))
     print_summary(summary, args.output)
     return 0

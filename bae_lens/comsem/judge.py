@@ -189,6 +189,10 @@ class Judge:
             max_retries=0,  # retried here, with our own backoff and accounting
         )
         self.sent = 0
+        self._count_lock = threading.Lock()
+        self.answered = 0
+        """Requests answered, from the endpoint or the cache (0 with requests sent: nothing
+        to score)."""
 
     def _send(self, key: str, messages: Messages, max_tokens: int) -> Answer:
         cfg = self.config
@@ -220,6 +224,8 @@ class Judge:
                 logger.warning("request %s failed after %d tries: %s", key[:8], attempt + 1, error)
                 return Answer(key, None, error, attempt + 1, time.perf_counter() - started)
             answer = Answer(key, text, None, attempt + 1, time.perf_counter() - started)
+            with self._count_lock:
+                self.answered += 1
             self.cache.put(
                 {
                     "key": key,
@@ -246,6 +252,7 @@ class Judge:
             record = self.cache.get(key)
             if record is not None:
                 answers[key] = Answer(key, record["text"], None, 0, 0.0, cached=True)
+                self.answered += 1
             else:
                 todo.setdefault(key, messages)  # a prompt asked twice is sent once
         if todo:

@@ -79,43 +79,72 @@ def load_embedded_corpus(
     return dataset
 
 
-def _local_data_files(path: Path, split: str) -> tuple[str, list[str]]:
-    """Return (builder, files) for a local file or folder of .txt/.json/.jsonl files."""
+EVAL_SPLIT_NAMES = ("eval", "validation", "test")
+HELD_OUT_FRACTION = 0.05
+HELD_OUT_SEED = 0
+
+
+def _named(path: Path, name: str) -> list[Path]:
+    named = [path / f"{name}{s}" for s in (*JSON_SUFFIXES, *TEXT_SUFFIXES)]
+    return [p for p in named if p.is_file()][:1]
+
+
+def _local_data_files(path: Path, split: str) -> tuple[list[Path], bool]:
+    """(files, slice) for ``split`` of a local file or folder: ``slice`` says the split is a
+    held-out part of the files' documents (no separate file holds it)."""
+    if split == "all":
+        if path.is_file():
+            return [path], False
+        files = sorted(p for p in path.rglob("*") if p.suffix in JSON_SUFFIXES and p.is_file())
+        return files or sorted(p for p in path.rglob("*.txt") if p.is_file()), False
     if path.is_file():
-        if split != "train":
-            raise ValueError(
-                f"split={split!r} cannot be selected from the single local file {str(path)!r}; "
-                "use split='train', or pass a folder holding '<split>.jsonl'/'<split>.txt'"
-            )
-        files = [path]
-    else:
-        named = [path / f"{split}{s}" for s in (*JSON_SUFFIXES, *TEXT_SUFFIXES)]
-        files = [p for p in named if p.is_file()][:1]
-        if not files:
-            files = sorted(p for p in path.rglob("*") if p.suffix in JSON_SUFFIXES and p.is_file())
-            files = files or sorted(p for p in path.rglob("*.txt") if p.is_file())
+        return [path], True
+    train = _named(path, "train")
+    held_out = next((f for n in EVAL_SPLIT_NAMES if (f := _named(path, n))), [])
+    if train and held_out:
+        return (train if split == "train" else held_out), False
+    if train:
+        return train, True
+    files, _ = _local_data_files(path, "all")
+    return files, True
+
+
+def _builder(path: Path, files: list[Path]) -> str:
     if not files:
         raise ValueError(f"path_or_name={str(path)!r} holds no .txt/.json/.jsonl files")
     suffixes = {p.suffix for p in files}
     if suffixes <= set(TEXT_SUFFIXES):
-        return "text", [str(p) for p in files]
+        return "text"
     if suffixes <= set(JSON_SUFFIXES):
-        return "json", [str(p) for p in files]
+        return "json"
     raise ValueError(
         f"path_or_name={str(path)!r}: file suffixes {sorted(suffixes)} are not allowed; "
         f"use only {list(TEXT_SUFFIXES)} or only {list(JSON_SUFFIXES)}"
     )
 
 
-def load_text_dataset(path_or_name: str, split: str) -> datasets.Dataset:
-    """Load text for training or evaluation.
+def held_out_documents(n: int) -> list[int]:
+    """Indices of the documents held out for evaluation when no file holds an eval split:
+    5% of them (at least 1, at most n - 1), chosen by a fixed seed, so train and eval never
+    share a document and every run picks the same ones."""
+    import numpy as np
 
-    A local ``.txt`` / ``.jsonl`` / ``.json`` file, or a folder of them, is loaded
-    locally without network access (``.txt`` files: one example per paragraph;
-    JSON: must have a ``text`` field). A folder containing ``<split>.jsonl`` (or
-    ``.json``/``.txt``) uses that file for ``split``; a single file only serves
-    ``split="train"``. Anything that is not an existing local path is treated as
-    a Hugging Face hub dataset name: ``datasets.load_dataset(name, split=split)``.
+    if n < 2:
+        raise ValueError(f"{n} document(s): at least 2 are needed to hold one out for evaluation")
+    k = min(max(1, round(n * HELD_OUT_FRACTION)), n - 1)
+    return sorted(np.random.default_rng(HELD_OUT_SEED).permutation(n)[:k].tolist())
+
+
+def load_text_dataset(path_or_name: str, split: str) -> datasets.Dataset:
+    """Load text for training (``split="train"``) or evaluation (any other split name).
+
+    A local ``.txt`` / ``.jsonl`` / ``.json`` file, or a folder of them, is loaded without
+    network access (``.txt``: one document per paragraph; JSON: a ``text`` field). A folder
+    with ``train.*`` and ``eval.*`` (or ``validation.*`` / ``test.*``) files uses them as
+    they are. Otherwise the documents are split: 5% of them, chosen with a fixed seed, are
+    held out for evaluation and never trained on (logged). ``split="all"`` takes every
+    document of the path (an explicit evaluation file). Anything that is not an existing
+    local path is a Hugging Face hub dataset name: ``datasets.load_dataset(name, split=split)``.
     """
     import datasets
 
@@ -125,16 +154,29 @@ def load_text_dataset(path_or_name: str, split: str) -> datasets.Dataset:
             raise FileNotFoundError(f"path_or_name={path_or_name!r} looks local but does not exist")
         logger.info("loading hub dataset %r split %r", path_or_name, split)
         return datasets.load_dataset(path_or_name, split=split)
-    builder, files = _local_data_files(path, split)
-    if all(Path(f).stat().st_size == 0 for f in ([files] if isinstance(files, str) else files)):
+    files, sliced = _local_data_files(path, split)
+    builder = _builder(path, files)
+    if all(f.stat().st_size == 0 for f in files):
         raise ValueError(f"path_or_name={path_or_name!r} holds no text (empty)")
     extra = {"sample_by": "paragraph"} if builder == "text" else {}
-    dataset = datasets.load_dataset(builder, data_files=files, split="train", **extra)
+    dataset = datasets.load_dataset(
+        builder, data_files=[str(f) for f in files], split="train", **extra
+    )
     if "text" not in dataset.column_names:
         raise ValueError(
             f"path_or_name={path_or_name!r} has columns {dataset.column_names}; a 'text' column is required"
         )
-    return dataset
+    if not sliced:
+        return dataset
+    held = held_out_documents(len(dataset))
+    logger.info(
+        "%s has no separate eval file: %d of %d documents (5%%, seed %d) are held out for "
+        "evaluation and not trained on", path_or_name, len(held), len(dataset), HELD_OUT_SEED,
+    )  # fmt: skip
+    if split == "train":
+        held_set = set(held)
+        return dataset.select([i for i in range(len(dataset)) if i not in held_set])
+    return dataset.select(held)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -282,8 +282,26 @@ def test_load_embedded_corpus_empty(tmp_path: Path) -> None:
 def test_load_text_dataset_local_files(tmp_path: Path) -> None:
     txt = tmp_path / "prose.txt"
     txt.write_text("First paragraph line one\nline two.\n\nSecond paragraph.\n")
-    ds = corpus.load_text_dataset(str(txt), "train")
-    assert ds.column_names == ["text"] and len(ds) == 2
+    train = corpus.load_text_dataset(str(txt), "train")
+    held = corpus.load_text_dataset(str(txt), "eval")  # a single file has no eval split:
+    assert train.column_names == ["text"] and len(train) == len(held) == 1  # one is held out
+    both = {t.strip() for t in train["text"]} | {t.strip() for t in held["text"]}
+    assert both == {"First paragraph line one\nline two.", "Second paragraph."}
+    assert len(corpus.load_text_dataset(str(txt), "all")) == 2  # an explicit eval file
+
+    docs = [{"text": f"document {i}"} for i in range(40)]
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    train, held = (corpus.load_text_dataset(str(jsonl), s)["text"] for s in ("train", "eval"))
+    assert len(train) == 38 and len(held) == 2 and not set(train) & set(held)
+    assert corpus.load_text_dataset(str(jsonl), "eval")["text"] == held  # the same every time
+
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for i in range(4):
+        (texts / f"book{i}.txt").write_text("\n\n".join(f"para {i}.{j}" for j in range(10)))
+    train, held = (corpus.load_text_dataset(str(texts), s)["text"] for s in ("train", "eval"))
+    assert len(train) == 38 and len(held) == 2 and not set(train) & set(held)
 
     folder = tmp_path / "folder"
     folder.mkdir()
@@ -296,7 +314,7 @@ def test_load_text_dataset_local_files(tmp_path: Path) -> None:
 def test_load_text_dataset_bad_inputs(tmp_path: Path) -> None:
     txt = tmp_path / "prose.txt"
     txt.write_text("Some text.\n")
-    with pytest.raises(ValueError, match="split='eval'"):
+    with pytest.raises(ValueError, match="1 document\\(s\\): at least 2 are needed"):
         corpus.load_text_dataset(str(txt), "eval")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         corpus.load_text_dataset(str(tmp_path / "missing.jsonl"), "train")

@@ -70,3 +70,20 @@ def test_every_subcommand_help_renders(command: str, capsys: pytest.CaptureFixtu
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert "usage: bae-lens" in capsys.readouterr().out
+
+
+def test_main_job_on_a_single_local_text_file(tmp_path: Path) -> None:
+    """The README's route off Debian: --dataset FILE.txt trains on 95% of its paragraphs and
+    evaluates on the other 5%, never on text it trained on."""
+    from bae_lens.corpus import load_embedded_corpus, load_text_dataset
+
+    novels = tmp_path / "novels.txt"
+    novels.write_text("\n\n".join(load_embedded_corpus("eval")["text"][:60]))
+    train = set(load_text_dataset(str(novels), "train")["text"])
+    held = set(load_text_dataset(str(novels), "eval")["text"])
+    assert held and not train & held
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", str(novels), "--training-tokens", "4096", "--batch-tokens",
+            "512", "--eval-sequences", "2", "--expansion", "1", "--output", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads((out / "eval.json").read_text())["n_tokens"] > 0

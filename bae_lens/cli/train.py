@@ -21,7 +21,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dataset",
         default="embedded",
-        help="'embedded', a local .txt/.json/.jsonl file or folder, or a hub dataset name",
+        help="'embedded', a local .txt/.json/.jsonl file or folder (5%% of its documents held "
+        "out for evaluation unless it has train.* and eval.* files), or a hub dataset name",
     )
     p.add_argument("--expansion", type=int, default=4, help="d_sae = expansion * d_in")
     p.add_argument("--training-tokens", type=int, default=300_000)
@@ -52,6 +53,13 @@ def check_run_arguments(args: argparse.Namespace) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
     p.add_argument("--eval-sequences", type=int, default=32, help="held-out sequences")
+    p.add_argument(
+        "--eval-dataset",
+        default=None,
+        help="local .txt/.jsonl file or folder to evaluate on, taken whole (default: the "
+        "dataset's eval split; a local file or folder without one holds out 5%% of its "
+        "documents, never trained on)",
+    )
     p.add_argument("--output", default="runs/bae", help="output directory")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument(
@@ -76,6 +84,7 @@ def settings_from_args(args: argparse.Namespace) -> MainJobSettings:
         model=args.model,
         hook=args.hook,
         dataset=args.dataset,
+        eval_dataset=args.eval_dataset,
         expansion=args.expansion,
         training_tokens=args.training_tokens,
         batch_tokens=args.batch_tokens,

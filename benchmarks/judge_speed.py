@@ -22,16 +22,7 @@ from pathlib import Path
 
 from bae_lens.comsem.install import build_target
 from bae_lens.comsem.server import LocalJudgeServer
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from bae_lens.runtime import cpu_name
 
 
 def main() -> None:
@@ -103,7 +94,7 @@ def main() -> None:
         "build": dict(zip(("target", "cmake_args"), build_target(), strict=True)),
         "llama_cpp_python": version("llama-cpp-python"),
         "threads": args.threads,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "python": platform.python_version(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from bae_lens.runtime import cpu_name
+
 FORWARD_STAGES = ("norm estimate", "activation generation")
 
 
@@ -149,7 +151,7 @@ def main() -> None:
             )  # fmt: skip
         },
         "machine": {
-            "cpu": _cpu_name(),
+            "cpu": cpu_name(),
             "cores": os.cpu_count(),
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -177,16 +179,6 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['gemm_gflops_used_for_floors']} GFLOP/s ({result['machine']['cpu']})"
     )
     return "\n".join(lines)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -217,9 +217,11 @@ def run_frontier(
     *,
     eval_every: int = 4,
     eval_batch_size: int = 8,
+    on_evaluated: Callable[[], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Train what is missing, evaluate what is unevaluated (every ``eval_every`` trained
-    points and at the end); returns every evaluated point's metrics by name."""
+    points and at the end; ``on_evaluated`` is called after each evaluation, e.g. to
+    rewrite the report); returns every evaluated point's metrics by name."""
     from sae_lens import SAE
 
     from bae_lens.evaluate import evaluate_saes
@@ -244,6 +246,8 @@ def run_frontier(
             }
             (folder / p.name / METRICS_FILE).write_text(json.dumps(record, indent=1))
         logger.info("evaluated %s", [p.name for p in pending])
+        if on_evaluated is not None:
+            on_evaluated()
 
     trained_now = 0
     for point in points:

@@ -217,7 +217,7 @@ def run_frontier(
     *,
     eval_every: int = 4,
     eval_batch_size: int = 8,
-    on_evaluated: Callable[[], None] | None = None,
+    on_evaluated: Callable[[], object] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Train what is missing, evaluate what is unevaluated (every ``eval_every`` trained
     points and at the end; ``on_evaluated`` is called after each evaluation, e.g. to
@@ -312,10 +312,10 @@ def frontier_job(
     seed: int = 0,
     eval_every: int = 4,
 ) -> dict[str, Any]:
-    """Load the model and data, build or reuse the activation cache, run the sweep, write
-    the report; returns the report's payload."""
+    """Load the model and data, build or reuse the activation cache, run the sweep, and
+    rewrite the report (every evaluated point of ``work_dir``, whichever sweep trained it)
+    after each evaluation; returns the report's payload."""
     from bae_lens import models
-    from bae_lens.activation_cache import CacheKey, build_cache, sequences_needed
     from bae_lens.corpus import load_data
     from bae_lens.evaluate import build_eval_tokens
     from bae_lens.runtime import environment
@@ -326,13 +326,54 @@ def frontier_job(
     tokenizer = model.tokenizer
     if tokenizer is None:
         raise ValueError(f"model {name!r} has no tokenizer: cannot tokenize text")
-    train_texts = load_data(dataset, "train").shuffle(seed=seed)["text"]
+    cache = _corpus_cache(model, name, hook, dataset, settings, cache_dir, seed)
+    n_eval = math.ceil(eval_tokens / settings.context_size)
+    held_out = build_eval_tokens(
+        tokenizer, load_data(dataset, "eval")["text"], settings.context_size, n_eval,
+        tokenizer.bos_token_id,
+    )  # fmt: skip
+    extra: dict[str, Any] = {
+        "settings": asdict(settings),
+        "cache": {"path": str(cache.path), "key": asdict(cache.key)},
+        "epochs_per_point": round(settings.training_tokens / cache.n_rows, 3),
+        "eval_tokens": list(held_out.shape),
+        "points_planned_by_this_run": [p.name for p in points],
+        "environment": environment(),
+    }
+    title = f"{name} {hook}, {settings.training_tokens:,} training tokens"
+
+    def report() -> dict[str, dict[str, Any]]:
+        results = collect_results(Path(work_dir) / "points")  # also parallel sweeps' points
+        extra["wall_seconds_this_run"] = round(time.time() - started, 1)
+        write_report(results, Path(output), extra, title)
+        return results
+
+    run_frontier(model, cache, held_out, points, settings, work_dir, eval_every=eval_every,
+                 eval_batch_size=min(8, len(held_out)), on_evaluated=report)  # fmt: skip
+    return extra | {"results": report()}
+
+
+def _corpus_cache(
+    model: Any,
+    model_name: str,
+    hook: str,
+    dataset: str,
+    settings: FrontierSettings,
+    cache_dir: str | Path | None,
+    seed: int,
+) -> ActivationCache:
+    """The activation cache of ``settings.training_tokens`` tokens of ``dataset``'s train
+    split (all of it when it holds fewer: points then train more than one epoch)."""
+    from bae_lens.activation_cache import CacheKey, build_cache, sequences_needed
+    from bae_lens.corpus import load_data
+    from bae_lens.evaluate import build_eval_tokens
+
+    tokenizer = model.tokenizer
+    texts = load_data(dataset, "train").shuffle(seed=seed)["text"]
     n_seq = sequences_needed(settings.training_tokens, settings.context_size)
     tokens = build_eval_tokens(
-        tokenizer, train_texts, settings.context_size, n_seq, tokenizer.bos_token_id
+        tokenizer, texts, settings.context_size, n_seq, tokenizer.bos_token_id
     )
-    # A corpus smaller than the training budget is cached whole; points then train for
-    # more than one epoch over it (the report records how many).
     n_rows = min(settings.training_tokens, tokens.shape[0] * (settings.context_size - 1))
     if n_rows < settings.training_tokens:
         logger.warning(
@@ -340,27 +381,5 @@ def frontier_job(
             "tokens: caching all of it, %.2f epochs per point",
             dataset, n_rows, settings.training_tokens, settings.training_tokens / n_rows,
         )  # fmt: skip
-    key = CacheKey(name, hook, dataset, "train", settings.context_size, n_rows, seed)
-    folder = Path(cache_dir) if cache_dir else cache_folder(key)
-    cache = build_cache(model, tokens, key, folder)
-    n_eval = math.ceil(eval_tokens / settings.context_size)
-    held_out = build_eval_tokens(
-        tokenizer, load_data(dataset, "eval")["text"], settings.context_size, n_eval,
-        tokenizer.bos_token_id,
-    )  # fmt: skip
-    results = run_frontier(
-        model, cache, held_out, points, settings, work_dir, eval_every=eval_every
-    )
-    extra = {
-        "settings": asdict(settings),
-        "cache": {"path": str(folder), "key": asdict(key)},
-        "epochs_per_point": round(settings.training_tokens / n_rows, 3),
-        "eval_tokens": list(held_out.shape),
-        "points_planned_by_this_run": [p.name for p in points],
-        "environment": environment(),
-        "wall_seconds_this_run": round(time.time() - started, 1),
-    }
-    write_report(
-        results, Path(output), extra, f"{name} {hook}, {settings.training_tokens:,} training tokens"
-    )
-    return extra | {"results": results}
+    key = CacheKey(model_name, hook, dataset, "train", settings.context_size, n_rows, seed)
+    return build_cache(model, tokens, key, Path(cache_dir) if cache_dir else cache_folder(key))

@@ -188,3 +188,26 @@ def test_two_builders_of_one_cache_build_it_once(model, tmp_path, monkeypatch):
     assert len(caches) == 2
     assert len(calls) == math.ceil(sequences_needed(150, CTX) / 2)  # one build's forwards
     assert np.array_equal(np.asarray(caches[0].rows), np.asarray(caches[1].rows))
+
+
+def test_frontier_job_end_to_end_on_the_embedded_model(tmp_path: Path) -> None:
+    """Model, a local text corpus smaller than the budget (cached whole), the sweep, and a
+    report that gathers points of every sweep in the work folder."""
+    from bae_lens.corpus import load_embedded_corpus
+    from bae_lens.frontier import frontier_job
+
+    text = tmp_path / "novels.txt"
+    text.write_text("\n\n".join(load_embedded_corpus("eval")["text"][:40]))
+    settings = FrontierSettings(hook="blocks.0.hook_resid_post", model_name="smollm2-135m-instruct",
+                                expansion=1, training_tokens=10**6, batch_tokens=256,
+                                n_batches_for_norm_estimate=2)  # fmt: skip
+    common = {"model_name": None, "hook": settings.hook, "dataset": str(text),
+              "settings": settings, "eval_tokens": 256, "work_dir": tmp_path / "w",
+              "output": tmp_path / "out", "cache_dir": tmp_path / "cache", "eval_every": 1}  # fmt: skip
+    settings.training_tokens = 4096
+    first = frontier_job(points=[Point("topk", 8)], **common)  # type: ignore[arg-type]
+    assert first["cache"]["key"]["n_rows"] == 4096 and first["epochs_per_point"] == 1.0
+    second = frontier_job(points=[Point("topk", 16)], **common)  # type: ignore[arg-type]
+    assert set(second["results"]) == {Point("topk", 8).name, Point("topk", 16).name}
+    saved = json.loads((tmp_path / "out" / "frontier.json").read_text())
+    assert set(saved["results"]) == set(second["results"])

@@ -190,6 +190,40 @@ class _BinaryEncoding:
         out = self.run_time_activation_norm_fn_out(out)
         return self.reshape_fn_out(out, self.d_head)
 
+    @torch.no_grad()
+    def flip_bits_(self, mask: Tensor) -> int:
+        """Replace every bit b selected by ``mask`` [n_bits] with 1 - b, keeping every
+        reconstruction: a flipped bit's encoder row and bias change sign (square wave: its
+        bias moves by half a period), its decoder row changes sign and is added to b_dec
+        (and, when b_dec is subtracted from the input, the encoder biases absorb that).
+        Entropy and |covariance| are unchanged by a flip; the L0 of a bit firing on a
+        fraction p of tokens becomes 1 - p. Returns the number of bits flipped. Only for
+        1-bit features (a flipped bit of a k-bit value is not a linear change of it)."""
+        if self.cfg.bits_per_feature != 1:
+            raise ValueError(
+                f"bits_per_feature={self.cfg.bits_per_feature}: bits can be flipped only "
+                "when each feature is one bit"
+            )
+        mask = torch.as_tensor(mask, device=self.W_enc.device).to(torch.bool)
+        if mask.shape != (self.n_bits,):
+            raise ValueError(f"mask of shape {tuple(mask.shape)}: expected ({self.n_bits},)")
+        n = int(mask.sum())
+        if n == 0:
+            return 0
+        m = mask.to(self.W_enc.dtype)
+        if self.cfg.binarization == "square_wave":
+            self.b_enc.data += m * (self.cfg.square_wave_period / 2)
+        else:
+            sign = 1 - 2 * m
+            self.W_enc.data *= sign
+            self.b_enc.data *= sign
+        shift = m @ self.W_dec.data  # [d_in]: the flipped bits' decoder rows, summed
+        self.W_dec.data[mask] *= -1
+        self.b_dec.data += shift
+        if self.cfg.apply_b_dec_to_input:
+            self.b_enc.data += shift @ self.W_enc.data
+        return n
+
     def fold_W_dec_norm(self) -> None:
         """Refused: a 0/1 code cannot absorb a scale, so folding would change outputs.
 
@@ -295,6 +329,12 @@ class BinaryAutoencoderTrainingConfig(TrainingSAEConfig):
     """Constant encoder bias used when init_firing_rate is None."""
     log_every: int = 10
     """Record losses and code statistics in `training_log` every this many steps."""
+    flip_majority_bits: bool = True
+    """When the trained BAE is saved for inference, flip every bit that fired on more than
+    half of the recent training tokens (running mean over ~100 minibatches), so it fires
+    where it departs from its usual state. Reconstructions, entropy and dependence are
+    unchanged (the loss is symmetric under a flip); L0 becomes the burst L0 and no bit is
+    on by default. 1-bit features only."""
 
     @override
     @classmethod
@@ -371,6 +411,8 @@ class BinaryAutoencoderTraining(_BinaryEncoding, TrainingSAE[BinaryAutoencoderTr
         """Every `log_every` steps: step, losses and code statistics (SAELens records
         nothing without wandb)."""
         self._needs_data_init = cfg.init_firing_rate is not None
+        self.recent_firing_rates: Tensor | None = None
+        """Running mean (decay 0.99 per step) of each bit's training firing rate."""
 
     @override
     def initialize_weights(self) -> None:
@@ -438,6 +480,8 @@ class BinaryAutoencoderTraining(_BinaryEncoding, TrainingSAE[BinaryAutoencoderTr
         if self._needs_data_init and step_input.n_training_steps == 0:
             self.initialize_from_batch(step_input.sae_in)
         output = super().training_forward_pass(step_input)
+        if self.cfg.bits_per_feature == 1:
+            self._track_firing_rates(output.feature_acts)
         record_step = step_input.n_training_steps % self.cfg.log_every == 0
         if not (record_step or step_input.is_logging_step):
             return output  # code statistics cost host syncs: only on logging steps
@@ -449,6 +493,32 @@ class BinaryAutoencoderTraining(_BinaryEncoding, TrainingSAE[BinaryAutoencoderTr
             record.update(stats)
             self.training_log.append(record)
         return output
+
+    @torch.no_grad()
+    def _track_firing_rates(self, bits: Tensor) -> None:
+        rates = rearrange(bits.detach(), "... n_bits -> (...) n_bits").float().mean(0)
+        if self.recent_firing_rates is None:
+            self.recent_firing_rates = rates
+        else:
+            self.recent_firing_rates.mul_(0.99).add_(rates, alpha=0.01)
+
+    @override
+    def process_state_dict_for_saving_inference(self, state_dict: dict[str, Any]) -> None:
+        if (
+            self.cfg.flip_majority_bits
+            and self.cfg.bits_per_feature == 1
+            and self.recent_firing_rates is not None
+        ):
+            majority = self.recent_firing_rates > 0.5
+            n = self.flip_bits_(majority)
+            if n:
+                self.recent_firing_rates[majority] = 1 - self.recent_firing_rates[majority]
+                logger.info("flipped %d bits that fired on more than half of the tokens", n)
+                for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+                    state_dict[name] = getattr(self, name).data.clone()
+            last = self.training_log[-1]["step"] if self.training_log else 0.0
+            self.training_log.append({"step": last, "flipped_bits": float(n)})
+        super().process_state_dict_for_saving_inference(state_dict)
 
     @torch.no_grad()
     def _batch_code_stats(self, hidden_pre: Tensor) -> dict[str, float]:

@@ -676,3 +676,62 @@ def test_integer_activations_are_refused_at_encode() -> None:
 def test_non_finite_training_options_are_refused(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=f"{field}=.* must be a finite number"):
         BinaryAutoencoderTrainingConfig(d_in=4, d_sae=8, **{field: value})
+
+
+# ---------------------------------------------------------------- majority-bit flip
+
+
+@pytest.mark.parametrize("apply_b_dec_to_input", [True, False])
+@pytest.mark.parametrize("estimator", ["sigmoid", "square_wave"])
+@pytest.mark.parametrize("cls", ["inference", "training"])
+def test_flip_bits_keeps_reconstructions_and_flips_the_code(
+    apply_b_dec_to_input: bool, estimator: str, cls: str
+) -> None:
+    options: dict[str, Any] = {"apply_b_dec_to_input": apply_b_dec_to_input}
+    if estimator == "square_wave":
+        options["binarization"] = "square_wave"
+        if cls == "training":
+            options["estimator"] = "square_wave"
+    make = make_inference if cls == "inference" else make_training
+    sae = randomize(make(d_in=5, d_sae=7, **options))
+    x = _randn(300, 5) * 3
+    with torch.no_grad():
+        bits, recon = sae.encode_bits(x), sae.decode(sae.encode(x))
+    mask = torch.tensor([True, False, True, True, False, False, True])
+    assert sae.flip_bits_(mask) == 4
+    with torch.no_grad():
+        bits_after, recon_after = sae.encode_bits(x), sae.decode(sae.encode(x))
+    torch.testing.assert_close(recon_after, recon, atol=1e-4, rtol=1e-4)
+    assert torch.equal(bits_after[:, mask], 1 - bits[:, mask])
+    assert torch.equal(bits_after[:, ~mask], bits[:, ~mask])
+
+
+def test_flip_bits_refuses_more_bit_features_and_wrong_masks() -> None:
+    with pytest.raises(ValueError, match="one bit"):
+        make_inference(bits_per_feature=2).flip_bits_(torch.zeros(12, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"expected \(6,\)"):
+        make_inference().flip_bits_(torch.zeros(5, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_inference_save_flips_majority_bits(tmp_path: Path, flip: bool) -> None:
+    sae = randomize(make_training(d_in=5, d_sae=8, flip_majority_bits=flip))
+    with torch.no_grad():
+        sae.b_enc[:3] = 50.0  # three bits on for every input
+        sae.b_enc[3:] = -50.0
+        sae.b_enc[7] = 0.0
+    x = _randn(64, 5)
+    sae.training_forward_pass(step_input(x))
+    with torch.no_grad():
+        recon = sae.decode(sae.encode(x))
+    sae.save_inference_model(tmp_path / "bae")
+    loaded = SAE.load_from_disk(tmp_path / "bae")
+    with torch.no_grad():
+        rates = loaded.encode(x).mean(0)
+        torch.testing.assert_close(loaded.decode(loaded.encode(x)), recon, atol=1e-4, rtol=1e-4)
+    if flip:
+        assert float(rates.max()) <= 0.5
+        assert torch.equal(rates[:3], torch.zeros(3))
+        assert sae.training_log[-1]["flipped_bits"] == 3.0
+    else:
+        assert torch.equal(rates[:3], torch.ones(3))

@@ -157,6 +157,14 @@ def train_point(
     point: Point, cache: ActivationCache, s: FrontierSettings, out: Path, bae_rate: float | None
 ) -> None:
     """Train ``point`` on the cache with SAELens's trainer and save it to ``out``."""
+    train_config(point_config(point, cache.d_in, s, bae_rate), cache, s, out, point.seed)
+
+
+def train_config(
+    cfg: Any, cache: ActivationCache, s: FrontierSettings, out: Path, seed: int
+) -> None:
+    """Train the SAELens training config ``cfg`` on the cache (minibatch order and start
+    seeded by ``seed``) with SAELens's trainer and save it to ``out``."""
     from sae_lens import LoggingConfig
     from sae_lens.config import SAETrainerConfig
     from sae_lens.saes.sae import TrainingSAE
@@ -164,14 +172,13 @@ def train_point(
 
     from bae_lens.train import OutlierFilter, write_training_log
 
-    torch.manual_seed(point.seed)
-    cfg = point_config(point, cache.d_in, s, bae_rate)
+    torch.manual_seed(seed)
     sae = TrainingSAE.from_dict(cfg.to_dict())
     meta = sae.cfg.metadata
     meta.hook_name, meta.model_name = s.hook, s.model_name
     meta.context_size, meta.prepend_bos, meta.exclude_special_tokens = s.context_size, True, True
     replay = s.n_batches_for_norm_estimate if cfg.normalize_activations == NORMALIZE else 0
-    provider = OutlierFilter(cache.batches(s.batch_tokens, point.seed), 10.0, replay_first=replay)
+    provider = OutlierFilter(cache.batches(s.batch_tokens, seed), 10.0, replay_first=replay)
     trainer = SAETrainer(
         cfg=SAETrainerConfig(
             total_training_samples=s.training_tokens,

@@ -150,3 +150,39 @@ def write_report(
         tmp_png = out / f".frontier.{os.getpid()}.png"
         plot_frontier(results, str(tmp_png), title)
         os.replace(tmp_png, out / "frontier.png")
+
+
+def place_against_frontier(
+    frontier: Mapping[str, Any], model: str, hook: str, l0: float, kl: float, arch: str = "topk"
+) -> dict[str, Any]:
+    """Where a dictionary with this ``l0`` and ``kl`` lands against ``arch``'s curve of a
+    frontier report (``frontier.json``'s payload): the curve's KL interpolated at ``l0`` on
+    log L0 and the ratio, or the reason there is none (other model or hook, ``l0``
+    outside the curve's range)."""
+    cache_key = frontier.get("cache", {}).get("key", {})
+    out: dict[str, Any] = {"architecture": arch, "l0": l0, "kl": kl}
+    if cache_key.get("model") != model or cache_key.get("hook") != hook:
+        return out | {"reason": f"the frontier is of {cache_key.get('model')} "
+                                f"{cache_key.get('hook')}, not {model} {hook}"}  # fmt: skip
+    curve = _curve(frontier.get("results", {}), arch, 42)
+    if len(curve) < 2:
+        return out | {"reason": f"the frontier has {len(curve)} {arch} point(s), 2 needed"}
+    reference = interpolate_at(curve, l0, "kl_spliced")
+    if reference is None:
+        low, high = curve[0]["l0"], curve[-1]["l0"]
+        return out | {"reason": f"L0 {l0:.1f} is outside the frontier's {arch} range "
+                                f"({low:.0f} to {high:.0f})"}  # fmt: skip
+    return out | {"frontier_kl": reference, "kl_ratio": kl / reference}
+
+
+def placement_line(placement: Mapping[str, Any]) -> str:
+    """One printable sentence of :func:`place_against_frontier`'s result."""
+    arch = placement["architecture"]
+    if "frontier_kl" not in placement:
+        return f"against the frontier's {arch}: no comparison ({placement['reason']})"
+    return (
+        f"against the frontier's {arch} at the same L0 ({placement['l0']:.1f}): KL "
+        f"{placement['kl']:.4f} vs {placement['frontier_kl']:.4f} interpolated on log L0 "
+        f"({placement['kl_ratio']:.2f}x; the frontier's dictionaries trained on more tokens "
+        "and were scored on its own held-out set)"
+    )

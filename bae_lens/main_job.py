@@ -58,6 +58,9 @@ class MainJobSettings:
     threads: int | None = None
     autocast_lm: bool = False
     seed: int = 42
+    frontier: str | None = "benchmarks/results/frontier/frontier.json"
+    """A frontier report (``bae-lens frontier``'s JSON): the BAE's KL is set against its
+    TopK curve at the same L0 (None, or a missing file: no comparison)."""
     bae_options: dict[str, Any] = field(default_factory=lambda: dict(MAIN_JOB_DEFAULTS))
 
 
@@ -99,6 +102,15 @@ def run_main_job(settings: MainJobSettings) -> dict[str, Any]:
         "stages": clock.as_dict(),
         "time_summary": clock.summary_line(total),
     }
+    if s.frontier is not None and Path(s.frontier).is_file():
+        from bae_lens.frontier_report import place_against_frontier, placement_line
+
+        placement = place_against_frontier(
+            json.loads(Path(s.frontier).read_text()), model_name, s.hook,
+            metrics.l0, metrics.kl_spliced,
+        )  # fmt: skip
+        summary["against_frontier"] = placement | {"frontier": s.frontier}
+        logger.info(placement_line(placement))
     with open(Path(s.output) / "eval.json", "w") as f:
         json.dump(summary | {"firing_rates": metrics.firing_rates}, f)
     return summary

@@ -14,7 +14,14 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from bae_lens.activation_cache import CacheKey, build_cache, open_cache, sequences_needed
 from bae_lens.frontier import FrontierSettings, Point, default_points, run_frontier
-from bae_lens.frontier_report import interpolate_at, matched_l0_table, plot_frontier, write_report
+from bae_lens.frontier_report import (
+    interpolate_at,
+    matched_l0_table,
+    place_against_frontier,
+    placement_line,
+    plot_frontier,
+    write_report,
+)
 
 HOOK = "blocks.0.hook_resid_post"
 CTX = 16
@@ -116,6 +123,23 @@ def test_interpolation_on_log_l0_and_no_extrapolation() -> None:
     assert interpolate_at(curve, 100.0, "kl_spliced") == pytest.approx(0.5)  # halfway in log
     assert interpolate_at(curve, 5.0, "kl_spliced") is None
     assert interpolate_at(curve, 2000.0, "kl_spliced") is None
+
+
+def test_a_dictionary_is_placed_against_the_frontier_topk_curve() -> None:
+    def m(l0: float, kl: float) -> dict:
+        return {"point": {"architecture": "topk", "setting": l0, "seed": 42}, "l0": l0,
+                "kl_spliced": kl}  # fmt: skip
+
+    frontier = {"cache": {"key": {"model": "m", "hook": "h"}},
+                "results": {"a": m(10, 0.4), "b": m(1000, 0.2)}}  # fmt: skip
+    placed = place_against_frontier(frontier, "m", "h", 100.0, 0.6)
+    assert placed["frontier_kl"] == pytest.approx(0.3)
+    assert placed["kl_ratio"] == pytest.approx(2.0)
+    assert "2.00x" in placement_line(placed)
+    outside = place_against_frontier(frontier, "m", "h", 5000.0, 0.6)
+    assert "outside" in outside["reason"] and "frontier_kl" not in outside
+    assert "not m2 h" in place_against_frontier(frontier, "m2", "h", 100.0, 0.6)["reason"]
+    assert "no comparison" in placement_line(outside)
 
 
 def test_sweep_trains_evaluates_and_resumes_without_retraining(model, tmp_path):

@@ -76,6 +76,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "on CPUs without; evaluation stays float32)",
     )
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--frontier",
+        default="benchmarks/results/frontier/frontier.json",
+        help="frontier report whose TopK curve the BAE's KL is set against at the same L0 "
+        "('none' or a missing file: no comparison)",
+    )
     add_config_options(p, BinaryAutoencoderTrainingConfig, BAE_OPTIONS, MAIN_JOB_DEFAULTS)
 
 
@@ -96,6 +102,7 @@ def settings_from_args(args: argparse.Namespace) -> MainJobSettings:
         threads=args.threads,
         autocast_lm=args.autocast_lm,
         seed=args.seed,
+        frontier=None if args.frontier == "none" else args.frontier,
         bae_options=config_values(args, BAE_OPTIONS),
     )
 
@@ -123,6 +130,10 @@ def print_summary(summary: dict[str, Any], out: str) -> None:
     for name, value in rows:
         text = f"{value:.4f}" if isinstance(value, float) else str(value)
         print(f"  {name:<28} {text}")
+    if "against_frontier" in summary:
+        from bae_lens.frontier_report import placement_line
+
+        print(placement_line(summary["against_frontier"]))
     print(f"saved to {out} (SAELens format), firing-rate histogram: {out}/firing_rates.png")
     print(summary["time_summary"])
 

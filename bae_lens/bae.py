@@ -309,6 +309,12 @@ class BinaryAutoencoderTrainingConfig(TrainingSAEConfig):
     """"sum": bits per token (the code's rate); "mean": bits per code bit (0..1)."""
     covariance_coefficient: float = 0.0
     """lambda_c: weight of the dependence (covariance) penalty."""
+    l0_coefficient: float = 0.0
+    """Price per firing: adds l0_coefficient * (ones per token, minibatch mean) to the loss,
+    its gradient through the estimator. Not in the paper (0 = the paper's objective): the
+    entropy price's gradient per firing, log2((1 - p) / p), vanishes as a bit's rate p nears
+    1/2, so entropy alone lets bits settle at high rates; this term charges every firing
+    alike."""
     covariance_warm_up_steps: int = 0
     """Linear ramp of lambda_c from 0 over this many steps."""
     covariance_penalty: str = "frobenius"
@@ -359,6 +365,7 @@ class BinaryAutoencoderTrainingConfig(TrainingSAEConfig):
         for field in (
             "entropy_coefficient",
             "covariance_coefficient",
+            "l0_coefficient",
             "entropy_threshold",
             "entropy_warm_up_steps",
             "entropy_start_step",
@@ -392,6 +399,7 @@ BAE_OPTIONS: tuple[str, ...] = (
     "entropy_reduction",
     "covariance_coefficient",
     "covariance_warm_up_steps",
+    "l0_coefficient",
     "covariance_penalty",
     "covariance_reduction",
     "init_firing_rate",
@@ -436,6 +444,7 @@ class BinaryAutoencoderTraining(_BinaryEncoding, TrainingSAE[BinaryAutoencoderTr
                 value=self.cfg.covariance_coefficient,
                 warm_up_steps=self.cfg.covariance_warm_up_steps,
             ),
+            "l0": TrainCoefficientConfig(value=self.cfg.l0_coefficient, warm_up_steps=0),
         }
 
     def _surrogate_bits(self, hidden_pre: Tensor) -> Tensor:
@@ -540,8 +549,11 @@ class BinaryAutoencoderTraining(_BinaryEncoding, TrainingSAE[BinaryAutoencoderTr
             and step_input.n_training_steps >= self.cfg.entropy_start_step
         )
         covariance_on = coefficients["covariance"] > 0
-        if not (entropy_on or covariance_on):  # skip expensive terms while their weight is 0
-            return {"entropy_loss": zero, "covariance_loss": zero}
+        l0_on = coefficients.get("l0", 0.0) > 0
+        if not (entropy_on or covariance_on or l0_on):  # skip terms while their weight is 0
+            return {"entropy_loss": zero, "covariance_loss": zero} | (
+                {"l0_loss": zero} if "l0" in coefficients else {}
+            )
         if (
             self.cfg.bits_per_feature == 1
             and self.cfg.estimator != "reference"
@@ -555,6 +567,10 @@ class BinaryAutoencoderTraining(_BinaryEncoding, TrainingSAE[BinaryAutoencoderTr
             bits = rearrange(self._surrogate_bits(hidden_pre), "... n_bits -> (...) n_bits")
         bits = gather_rows(bits)  # under data parallelism: the global batch
         losses = {"entropy_loss": zero, "covariance_loss": zero}
+        if "l0" in coefficients:
+            losses["l0_loss"] = zero
+        if l0_on:
+            losses["l0_loss"] = coefficients["l0"] * bits.sum(dim=1).mean()
         if entropy_on:
             losses["entropy_loss"] = coefficients["entropy"] * entropy_loss(
                 bits, self.cfg.entropy_threshold, self.cfg.entropy_reduction

@@ -735,3 +735,19 @@ def test_inference_save_flips_majority_bits(tmp_path: Path, flip: bool) -> None:
         assert sae.training_log[-1]["flipped_bits"] == 3.0
     else:
         assert torch.equal(rates[:3], torch.ones(3))
+
+
+def test_l0_price_is_coefficient_times_ones_per_token_with_estimator_gradient() -> None:
+    sae = randomize(make_training(l0_coefficient=0.5))
+    x = _randn(40, 4)
+    inp = step_input(x)
+    inp.coefficients["l0"] = 0.5
+    out = sae.training_forward_pass(inp)
+    ones = sae.encode_bits(x).sum(1).mean()
+    torch.testing.assert_close(out.losses["l0_loss"].detach(), 0.5 * ones)
+    out.losses["l0_loss"].backward()
+    assert sae.b_enc.grad is not None and float(sae.b_enc.grad.abs().sum()) > 0
+    assert float(sae.b_enc.grad.min()) >= 0  # every firing is charged: biases pushed down
+    assert sae.get_coefficients()["l0"].value == 0.5
+    with pytest.raises(ValueError, match="l0_coefficient"):
+        make_training(l0_coefficient=-1.0)

@@ -33,6 +33,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from bae_lens.bae import BinaryAutoencoderTraining, BinaryAutoencoderTrainingConfig
+from bae_lens.binarize import bits_to_values
 from bae_lens.penalties import binary_entropy_bits
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,61 @@ NORMALIZATIONS = ("mean_norm", "spread", "none")
 
 DEFAULT_INFORMATIVE_THRESHOLD = 0.01
 """A bit "carries information" when Hb(p) exceeds this many bits (p in ~(0.0009, 0.9991))."""
+
+
+class Convergence(NamedTuple):
+    """Whether a set's BAE had stopped changing when its training ended.
+
+    Every ``check_every`` steps the held-out rows are encoded: their code's entropy (sum of
+    marginals, bits) and explained variance go into ``trajectory``. Training has converged
+    when, over the last ``patience`` checks, the entropy moved by less than ``tolerance``
+    (relative) and the explained variance by less than ``ev_tolerance`` (absolute), after
+    every warm-up of the loss had ended."""
+
+    converged: bool
+    steps: int
+    """Steps trained."""
+    trajectory: list[tuple[int, float, float]]
+    """(step, held-out entropy bits, held-out explained variance) at each check."""
+    held_out_rows: int
+    """Rows monitored (0: the set was too small to hold any out; the training rows were
+    monitored instead)."""
+    tolerance: float
+    ev_tolerance: float
+    patience: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "converged": self.converged,
+            "steps": self.steps,
+            "held_out_rows": self.held_out_rows,
+            "criterion": f"over the last {self.patience} checks: entropy within "
+            f"{self.tolerance:.1%} and explained variance within {self.ev_tolerance}",
+            "trajectory": [
+                {"step": st, "entropy_bits": round(h, 2), "explained_variance": round(ev, 4)}
+                for st, h, ev in self.trajectory
+            ],
+        }
+
+
+def plateaued(
+    trajectory: list[tuple[int, float, float]], tolerance: float, ev_tolerance: float, patience: int
+) -> bool:
+    """Whether the last ``patience`` checks of ``trajectory`` (and the one before them)
+    agree within the tolerances (see :class:`Convergence`).
+
+    >>> plateaued([(0, 90.0, 0.5), (50, 100.0, 0.9), (100, 100.5, 0.901)], 0.01, 0.005, 1)
+    True
+    >>> plateaued([(0, 90.0, 0.5), (50, 100.0, 0.9), (100, 100.5, 0.901)], 0.01, 0.005, 2)
+    False
+    """
+    if len(trajectory) < patience + 1:
+        return False
+    window = trajectory[-(patience + 1) :]
+    hs = [h for _, h, _ in window]
+    evs = [ev for _, _, ev in window]
+    moved = (max(hs) - min(hs)) / max(abs(sum(hs) / len(hs)), 1.0)
+    return moved < tolerance and max(evs) - min(evs) < ev_tolerance
 
 
 class EntropyEstimate(NamedTuple):
@@ -61,6 +117,8 @@ class EntropyEstimate(NamedTuple):
     """Bits with Hb(p) > threshold."""
     threshold: float
     """The Hb threshold used for n_informative, bits."""
+    convergence: Convergence | None = None
+    """How the BAE's training ended (None: the BAE was given, not trained here)."""
 
     def to_dict(self, with_rates: bool = True) -> dict[str, Any]:
         """JSON-ready dict (firing rates as a list when ``with_rates``)."""
@@ -72,6 +130,8 @@ class EntropyEstimate(NamedTuple):
             "n_informative": self.n_informative,
             "threshold": self.threshold,
         }
+        if self.convergence is not None:
+            out["convergence"] = self.convergence.to_dict()
         if with_rates:
             out["firing_rates"] = [round(float(p), 6) for p in self.firing_rates]
         return out
@@ -233,6 +293,11 @@ def train_set_bae(
     normalize: str = "mean_norm",
     seed: int = 0,
     progress: bool = False,
+    early_stop: bool = False,
+    check_every: int = 50,
+    tolerance: float = 0.01,
+    ev_tolerance: float = 0.005,
+    patience: int = 3,
     **config: Any,
 ) -> BinaryAutoencoderTraining:
     """Train a BAE on a set held in memory; the returned BAE reads raw (unscaled) rows.
@@ -253,6 +318,12 @@ def train_set_bae(
     at that price, in the units the BAE sees. A scale-free price does not exist: scaling a
     set to a fixed size makes each of r equally important directions worth ~1/r of it, so a
     fixed price drops true bits of sets with many of them (benchmarks/results/entropy/).
+
+    Convergence: up to 10% of the rows (at most 4096, only when the rest still fill a
+    minibatch) are held out, and every ``check_every`` steps their code's entropy and
+    explained variance are recorded (:class:`Convergence`, stored as ``sae.convergence``).
+    With ``early_stop`` training ends as soon as both plateau, else after ``steps`` steps;
+    either way a BAE that had not converged is reported with a warning.
     """
     if x.ndim != 2:
         raise ValueError(f"x of shape {tuple(x.shape)}: expected [n, d_in]")
@@ -265,9 +336,18 @@ def train_set_bae(
             f"for a BAE trained on minibatches of batch_size={batch_size}: a minibatch cannot "
             f"resolve firing rates below 1/batch_size; pass a larger set or a smaller batch_size"
         )
+    for name, value in (("check_every", check_every), ("patience", patience)):
+        if value < 1:
+            raise ValueError(f"{name}={value!r} must be >= 1")
     scale = set_scale(train, normalize)
     torch.manual_seed(seed)
-    train = train * scale
+    train = train[torch.randperm(train.shape[0])] * scale
+    n_val = min(train.shape[0] // 10, 4096)
+    if train.shape[0] - n_val < batch_size:
+        n_val = 0
+    val, train = (
+        (train[:n_val], train[n_val:]) if n_val else (train[: min(4096, len(train))], train)
+    )
     cfg = BinaryAutoencoderTrainingConfig(
         d_in=train.shape[1],
         d_sae=d_sae,
@@ -280,7 +360,19 @@ def train_set_bae(
     coefficients = {"entropy": entropy_coefficient, "covariance": covariance_coefficient}
     steps_per_epoch = train.shape[0] // batch_size
     order = torch.randperm(train.shape[0])
+    warm = max(cfg.entropy_start_step + cfg.entropy_warm_up_steps, cfg.covariance_warm_up_steps)
+    trajectory: list[tuple[int, float, float]] = []
+    done = 0
     for step in tqdm(range(steps), desc=f"BAE d_sae={d_sae}", disable=not progress):
+        if step % check_every == 0 and step > 0:
+            trajectory.append((step, *_held_out_check(sae, val)))
+            if (
+                early_stop
+                and step >= warm
+                and plateaued(trajectory, tolerance, ev_tolerance, patience)
+            ):
+                break
+        done = step + 1
         if step > 0 and step % steps_per_epoch == 0:
             order = torch.randperm(train.shape[0])  # a new epoch
         start = (step % steps_per_epoch) * batch_size
@@ -290,10 +382,33 @@ def train_set_bae(
         torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
+    if not trajectory or trajectory[-1][0] != done:
+        trajectory.append((done, *_held_out_check(sae, val)))
+    converged = done >= warm and plateaued(trajectory, tolerance, ev_tolerance, patience)
+    sae.convergence = Convergence(  # type: ignore[attr-defined]
+        converged, done, trajectory, n_val, tolerance, ev_tolerance, patience
+    )
+    if not converged:
+        last = trajectory[-(patience + 1) :]
+        logger.warning(
+            "ENTROPY ESTIMATE NOT CONVERGED after %d steps (d_sae=%d): held-out entropy went "
+            "%s bits over the last %d checks; the estimate is not trustworthy. Train longer "
+            "(more steps) or check the price and learning rate.",
+            done, d_sae, " -> ".join(f"{h:.1f}" for _, h, _ in last), len(last) - 1,
+        )  # fmt: skip
     if scale != 1.0:
         sae.fold_activation_norm_scaling_factor(scale)
     sae.eval()
     return sae
+
+
+@torch.no_grad()
+def _held_out_check(sae: BinaryAutoencoderTraining, val: Tensor) -> tuple[float, float]:
+    """(entropy bits, explained variance) of ``val`` (scaled rows) under ``sae``."""
+    bits = sae.encode_bits(val)
+    recon = sae.decode(bits_to_values(bits, sae.cfg.bits_per_feature))
+    ev = 1 - float((val - recon).pow(2).sum() / (val - val.mean(0)).pow(2).sum().clamp_min(1e-12))
+    return float(binary_entropy_bits(bits.double().mean(0)).sum()), ev
 
 
 def estimate_set_entropy(
@@ -308,8 +423,10 @@ def estimate_set_entropy(
 
     Every row is encoded, outliers included: they are members of the set.
     """
+    train_options.setdefault("early_stop", True)
     sae = train_set_bae(x, d_sae, progress=progress, **train_options)
-    return estimate_entropy(sae, x, threshold=threshold, progress=progress), sae
+    est = estimate_entropy(sae, x, threshold=threshold, progress=progress)
+    return est._replace(convergence=sae.convergence), sae
 
 
 # ---------------------------------------------------------------------------- synthetic sets
@@ -368,10 +485,12 @@ def entropy_by_layer(
         bae = sae
         if bae is None:
             rows = rearrange(x, "seq pos d -> (seq pos) d")
+            train_options.setdefault("early_stop", True)
             bae = train_set_bae(
                 rows, expansion * x.shape[-1], seed=seed, progress=True, **train_options
             )
         est = estimate_entropy(bae, x, threshold=threshold)
+        est = est._replace(convergence=getattr(bae, "convergence", None) if sae is None else None)
         entry = est.to_dict()
         if per_position:
             entry["per_position_bits"] = [

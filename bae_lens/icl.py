@@ -241,10 +241,15 @@ class IclCurve(NamedTuple):
     accuracy: list[float]
     """Per k: fraction of prompts where the true label word has the larger logit."""
     n_prompts: int
+    convergence: dict[int, dict[str, Any]] | None = None
+    """layer -> how its BAE's training ended (None: BAEs were given)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (layer keys as strings)."""
-        return {
+        extra = {} if self.convergence is None else {
+            "convergence": {str(la): c for la, c in self.convergence.items()}
+        }  # fmt: skip
+        return extra | {
             "ks": self.ks,
             "layers": self.layers,
             "n_prompts": self.n_prompts,
@@ -276,6 +281,8 @@ def icl_entropy_curve(
         )
     entropy: dict[int, list[float]] = {}
     informative: dict[int, list[int]] = {}
+    convergence: dict[int, dict[str, Any]] = {}
+    train_options.setdefault("early_stop", True)
     for layer in states.layers:
         if saes is not None:
             sae = saes[layer]
@@ -284,12 +291,14 @@ def icl_entropy_curve(
             sae = train_set_bae(
                 pooled, expansion * pooled.shape[1], seed=seed, progress=progress, **train_options
             )
+            convergence[layer] = sae.convergence.to_dict()
         estimates = [estimate_entropy(sae, x) for x in states.states[layer]]
         entropy[layer] = [e.entropy_bits for e in estimates]
         informative[layer] = [e.n_informative for e in estimates]
     return IclCurve(
-        states.ks, states.layers, entropy, informative, states.accuracy, states.n_prompts
-    )
+        states.ks, states.layers, entropy, informative, states.accuracy, states.n_prompts,
+        convergence if saes is None else None,
+    )  # fmt: skip
 
 
 def plot_icl_curve(curve: IclCurve, model_name: str, path: str) -> None:

@@ -234,3 +234,40 @@ def test_non_finite_rows_are_dropped_not_allowed_to_empty_the_set() -> None:
     assert drop_outlier_rows(x, None).shape[0] == 49  # factor None keeps the massive row
     with pytest.raises(ValueError, match="all 2 rows contain NaN or inf"):
         drop_outlier_rows(torch.full((2, 4), float("nan")))
+
+
+def test_estimate_stops_at_a_plateau_and_says_it_converged() -> None:
+    from bae_lens.entropy import estimate_set_entropy
+
+    data = synthetic_binary_set(2048, 16, 3, noise=0.05, seed=0)
+    options = dict(batch_size=256, lr=3e-3, normalize="none", outlier_factor=None,
+                   covariance_coefficient=0.0, entropy_coefficient=0.03, check_every=25)  # fmt: skip
+    est, sae = estimate_set_entropy(data.x, 32, steps=3000, **options)  # type: ignore[arg-type]
+    conv = est.convergence
+    assert conv is not None and conv.converged
+    assert conv.steps < 3000  # stopped early, at the plateau
+    assert conv.held_out_rows == 204  # 10% of the rows, never trained on
+    assert est.entropy_bits == pytest.approx(3.0, abs=0.3)
+    assert est.to_dict(with_rates=False)["convergence"]["converged"] is True
+    hs = [h for _, h, _ in conv.trajectory[-4:]]
+    assert (max(hs) - min(hs)) / (sum(hs) / 4) < 0.01
+
+
+def test_an_estimate_that_did_not_converge_is_flagged_and_warned(caplog) -> None:
+    from bae_lens.entropy import estimate_set_entropy
+
+    data = synthetic_binary_set(2048, 16, 3, noise=0.05, seed=0)
+    with caplog.at_level("WARNING", logger="bae_lens.entropy"):
+        est, _ = estimate_set_entropy(data.x, 32, steps=40, batch_size=256, lr=3e-3,
+                                      normalize="none", check_every=10)  # fmt: skip
+    assert est.convergence is not None and not est.convergence.converged
+    assert est.convergence.steps == 40
+    assert est.to_dict()["convergence"]["converged"] is False
+    assert "NOT CONVERGED after 40 steps" in caplog.text
+
+
+def test_an_unfinished_warm_up_is_never_called_converged() -> None:
+    data = synthetic_binary_set(1024, 8, 2, noise=0.05, seed=1)
+    sae = train_set_bae(data.x, 16, steps=200, batch_size=128, check_every=10, early_stop=True,
+                        entropy_coefficient=0.0, entropy_start_step=10_000)  # fmt: skip
+    assert sae.convergence.steps == 200 and not sae.convergence.converged

@@ -213,6 +213,32 @@ def train_sae(
 
 _STORE_STAGES = ("tokenisation", "activation generation", "norm estimate")
 
+WANDB_PROJECT = "bae-lens"
+
+
+def wandb_logging(
+    project: str = WANDB_PROJECT,
+    entity: str | None = None,
+    run_name: str | None = None,
+    log_frequency: int = 10,
+) -> LoggingConfig:
+    """SAELens's ``LoggingConfig`` with wandb on; pass it as ``train_sae(..., logger=...)``.
+
+    SAELens's trainer then logs, every ``log_frequency`` steps, its losses
+    (``losses/mse_loss``, ``losses/entropy_loss``, ...), ``metrics/l0``,
+    ``metrics/explained_variance`` and the metrics the SAE returns: a BAE's code statistics
+    arrive as ``metrics/bae/...`` (firing rate, dead and dense bits, entropy). The key is
+    wandb's own business (``wandb login`` or ``WANDB_API_KEY``): nothing here reads it, and
+    ``WANDB_MODE=offline`` keeps the run on disk.
+    """
+    return LoggingConfig(
+        log_to_wandb=True,
+        wandb_project=project,
+        wandb_entity=entity,
+        run_name=run_name,
+        wandb_log_frequency=log_frequency,
+    )
+
 
 def runner_settings(
     sae_cfg: TrainingSAEConfig,
@@ -230,7 +256,8 @@ def runner_settings(
     is_dataset_tokenized: bool,
 ) -> dict[str, Any]:
     """``LanguageModelSAERunnerConfig`` fields for :func:`train_sae`: the shuffling buffer
-    covers 8 minibatches, special tokens are dropped, wandb is off, SAELens saves to
+    covers 8 minibatches, special tokens are dropped, wandb is off (pass
+    ``logger=wandb_logging(...)`` to train_sae to turn it on), SAELens saves to
     ``output_dir`` and nowhere else."""
     return {
         "sae": sae_cfg,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -135,7 +136,46 @@ def held_out_documents(n: int) -> list[int]:
     return sorted(np.random.default_rng(HELD_OUT_SEED).permutation(n)[:k].tolist())
 
 
-def load_text_dataset(path_or_name: str, split: str) -> datasets.Dataset:
+SNIFF_BYTES = 65_536
+
+
+def check_text_files(path_or_name: str, files: list[Path]) -> None:
+    """Each file's first 64 KiB is UTF-8 text with no NUL byte: a binary or mis-encoded
+    file is named here instead of failing deep inside ``datasets``."""
+    for file in files:
+        with open(file, "rb") as f:
+            head = f.read(SNIFF_BYTES)
+        problem = "holds NUL bytes (a binary file?)" if b"\0" in head else None
+        if problem is None:
+            try:
+                head.decode("utf-8")
+            except UnicodeDecodeError as err:
+                if err.start < len(head) - 4:  # not a character cut by the 64 KiB window
+                    problem = f"is not UTF-8 text (byte {err.start})"
+        if problem is not None:
+            raise ValueError(
+                f"path_or_name={path_or_name!r}: {str(file)!r} {problem}; expected UTF-8 "
+                f"{'/'.join((*TEXT_SUFFIXES, *JSON_SUFFIXES))} text"
+            )
+
+
+def local_data_files(path_or_name: str, split: str) -> list[Path] | None:
+    """The local files :func:`load_text_dataset` would read for ``split``, checked (they
+    exist, their suffixes agree, they are UTF-8 text), or None for a hub dataset name."""
+    path = Path(path_or_name).expanduser()
+    if not path.exists():
+        if path.suffix in (*TEXT_SUFFIXES, *JSON_SUFFIXES) or path_or_name.startswith((".", "/")):
+            raise FileNotFoundError(f"path_or_name={path_or_name!r} looks local but does not exist")
+        return None
+    files, _ = _local_data_files(path, split)
+    _builder(path, files)
+    check_text_files(path_or_name, files)
+    return files
+
+
+def load_text_dataset(
+    path_or_name: str, split: str, *, eval_split: str = "auto", tokens: int | None = None
+) -> datasets.Dataset:
     """Load text for training (``split="train"``) or evaluation (any other split name).
 
     A local ``.txt`` / ``.jsonl`` / ``.json`` file, or a folder of them, is loaded without
@@ -144,24 +184,35 @@ def load_text_dataset(path_or_name: str, split: str) -> datasets.Dataset:
     they are. Otherwise the documents are split: 5% of them, chosen with a fixed seed, are
     held out for evaluation and never trained on (logged). ``split="all"`` takes every
     document of the path (an explicit evaluation file). Anything that is not an existing
-    local path is a Hugging Face hub dataset name: ``datasets.load_dataset(name, split=split)``.
+    local path is a Hugging Face hub dataset name (:func:`load_hub_dataset`: ``eval_split``
+    and ``tokens`` apply to it; a local path names its eval split by file).
     """
     import datasets
 
     path = Path(path_or_name).expanduser()
-    if not path.exists():
-        if path.suffix in (*TEXT_SUFFIXES, *JSON_SUFFIXES) or path_or_name.startswith((".", "/")):
-            raise FileNotFoundError(f"path_or_name={path_or_name!r} looks local but does not exist")
-        logger.info("loading hub dataset %r split %r", path_or_name, split)
-        return datasets.load_dataset(path_or_name, split=split)
+    if local_data_files(path_or_name, split) is None:
+        return load_hub_dataset(path_or_name, split, eval_split=eval_split, tokens=tokens)
+    if eval_split != "auto":
+        raise ValueError(
+            f"--eval-split {eval_split!r} is for hub datasets; the local path {path_or_name!r} "
+            "names its eval split by file (train.* beside eval.*, validation.* or test.*), or "
+            "give --eval-dataset"
+        )
     files, sliced = _local_data_files(path, split)
     builder = _builder(path, files)
     if all(f.stat().st_size == 0 for f in files):
         raise ValueError(f"path_or_name={path_or_name!r} holds no text (empty)")
     extra = {"sample_by": "paragraph"} if builder == "text" else {}
-    dataset = datasets.load_dataset(
-        builder, data_files=[str(f) for f in files], split="train", **extra
-    )
+    try:
+        dataset = datasets.load_dataset(
+            builder, data_files=[str(f) for f in files], split="train", **extra
+        )
+    except Exception as err:  # datasets wraps pyarrow's JSON errors in its own
+        cause = err.__cause__ or err
+        raise ValueError(
+            f"path_or_name={path_or_name!r} could not be read as {builder} "
+            f"({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})"
+        ) from None
     if "text" not in dataset.column_names:
         raise ValueError(
             f"path_or_name={path_or_name!r} has columns {dataset.column_names}; a 'text' column is required"
@@ -179,11 +230,126 @@ def load_text_dataset(path_or_name: str, split: str) -> datasets.Dataset:
     return dataset.select(held)
 
 
+# --------------------------------------------------------------------------- hub
+
+HUB_EVAL_SPLITS = ("validation", "test")
+"""``eval_split="auto"`` on a hub dataset: the first of these it has; with neither, every
+``HUB_HELD_OUT_EVERY``-th document of train is held out."""
+HUB_HELD_OUT_EVERY = 20
+CHARS_PER_TOKEN = 8
+"""Characters streamed per token asked for: about twice what English BPE needs (~4), so a
+streamed split rarely runs short (SAELens then starts the documents again, with a warning)."""
+
+
+def choose_eval_split(
+    splits: Sequence[str], eval_split: str = "auto", *, dataset: str = ""
+) -> str | None:
+    """The split to evaluate on, or None for a held-out slice of train.
+
+    >>> choose_eval_split(["train", "test", "validation"])
+    'validation'
+    >>> choose_eval_split(["train"]) is None
+    True
+    """
+    if eval_split == "auto":
+        return next((s for s in HUB_EVAL_SPLITS if s in splits), None)
+    if eval_split == "train":
+        raise ValueError(
+            f"--eval-split 'train' would evaluate on the training documents; use 'auto' "
+            f"for a held-out slice of train, or one of {[s for s in splits if s != 'train']}"
+        )
+    if eval_split not in splits:
+        raise ValueError(
+            f"--eval-split {eval_split!r}: dataset {dataset!r} has splits {list(splits)}; "
+            "give one of them or 'auto'"
+        )
+    return eval_split
+
+
+def hub_split_names(name: str) -> list[str]:
+    """The split names of hub dataset ``name``, or a one-line ValueError saying why not."""
+    import datasets
+
+    try:
+        return list(datasets.get_dataset_split_names(name))
+    except Exception as err:  # offline, unknown name, gated, ...: many exception types
+        first_line = (str(err).splitlines() or [""])[0]
+        raise ValueError(
+            f"dataset={name!r} is not a local path and its hub splits could not be read "
+            f"({type(err).__name__}: {first_line})"
+        ) from None
+
+
+def load_hub_dataset(
+    name: str, split: str, *, eval_split: str = "auto", tokens: int | None = None
+) -> datasets.Dataset:
+    """``split`` "train" or "eval" of hub dataset ``name``, with a ``text`` column.
+
+    The eval split is ``eval_split`` or, for "auto", validation, else test, else every
+    20th document of train (index 0, 20, 40, ...), which training then skips; the choice
+    is logged. With ``tokens`` the split is streamed (``streaming=True``) and only the
+    first documents holding ``CHARS_PER_TOKEN * tokens`` characters are read; without,
+    it is downloaded whole.
+    """
+    import datasets
+
+    splits = hub_split_names(name)
+    chosen = choose_eval_split(splits, eval_split, dataset=name)
+    source = "train" if split == "train" or chosen is None else chosen
+    if source not in splits:
+        raise ValueError(f"dataset {name!r} has splits {splits}; {source!r} is needed")
+    held_out = chosen is None and split != "train"
+    if split != "train":
+        where = f"split {chosen!r}" if chosen else f"every {HUB_HELD_OUT_EVERY}th train document"
+        logger.info("dataset %r: evaluating on %s (splits %s)", name, where, splits)
+
+    def keep(i: int) -> bool:
+        return chosen is not None or (i % HUB_HELD_OUT_EVERY == 0) == held_out
+
+    if tokens is None:
+        data = datasets.load_dataset(name, split=source)
+        if chosen is None:
+            data = data.select([i for i in range(len(data)) if keep(i)])
+        _require_text(name, data.column_names)
+        return data
+    texts: list[str] = []
+    n_chars = 0
+    for i, row in enumerate(datasets.load_dataset(name, split=source, streaming=True)):
+        if not keep(i):
+            continue
+        _require_text(name, list(row))
+        texts.append(row["text"])
+        n_chars += len(row["text"])
+        if n_chars >= CHARS_PER_TOKEN * tokens:
+            break
+    if not texts:
+        raise ValueError(f"dataset {name!r} split {source!r} holds no documents")
+    logger.info("streamed %d documents (%d characters) of %r split %r for %d tokens",
+                len(texts), n_chars, name, source, tokens)  # fmt: skip
+    return datasets.Dataset.from_dict({"text": texts})
+
+
+def _require_text(name: str, columns: list[str]) -> None:
+    if "text" not in columns:
+        raise ValueError(f"dataset {name!r} has columns {columns}; a 'text' column is required")
+
+
 # --------------------------------------------------------------------------- CLI
 
 
-def load_data(dataset: str, split: str) -> datasets.Dataset:
-    """The embedded corpus (``dataset='embedded'``), a local text/JSON dataset or a hub one."""
+def load_data(
+    dataset: str, split: str, *, eval_split: str = "auto", tokens: int | None = None
+) -> datasets.Dataset:
+    """The embedded corpus (``dataset='embedded'``), a local text/JSON dataset or a hub one.
+
+    ``split``: "train", "eval" (the eval split chosen by ``eval_split``, see
+    :func:`load_hub_dataset`) or "all" (a local evaluation file taken whole). ``tokens``:
+    how many tokens the caller will read, so a hub split is streamed only that far.
+    """
     if dataset == "embedded":
+        if eval_split not in ("auto", "eval"):
+            raise ValueError(
+                f"--eval-split {eval_split!r}: the embedded corpus has splits {list(SPLITS)}"
+            )
         return load_embedded_corpus(split)
-    return load_text_dataset(dataset, split=split)
+    return load_text_dataset(dataset, split=split, eval_split=eval_split, tokens=tokens)

@@ -360,12 +360,13 @@ def evaluate_sae(
 
 
 def load_eval_tokens(
-    model: Any, dataset: str, context_size: int, n_sequences: int
+    model: Any, dataset: str, context_size: int, n_sequences: int, eval_split: str = "auto"
 ) -> Int[Tensor, "n context_size"]:
-    """Held-out tokens from ``dataset``'s eval split ("embedded" or a local path/hub name)."""
+    """Held-out tokens from ``dataset``'s eval split ("embedded" or a local path/hub name;
+    ``eval_split`` as :func:`bae_lens.corpus.load_data`)."""
     from bae_lens.corpus import load_data
 
-    data = load_data(dataset, "eval")
+    data = load_data(dataset, "eval", eval_split=eval_split, tokens=context_size * n_sequences)
     tok = model.tokenizer
     return build_eval_tokens(tok, data["text"], context_size, n_sequences, tok.bos_token_id)
 
@@ -381,6 +382,7 @@ def evaluate_folders(
     n_sequences: int = 32,
     batch_size: int = 8,
     device: str = "cpu",
+    eval_split: str = "auto",
 ) -> dict[str, SpliceMetrics]:
     """Load the SAELens save ``folders`` (named by folder), evaluate them side by side on
     ``dataset``'s held-out text and write eval.json, eval.md and histograms to ``output``."""
@@ -395,7 +397,7 @@ def evaluate_folders(
         raise ValueError(f"SAE folders {folders} have repeated names")
     saes = {Path(p).name: SAE.load_from_disk(p, device=device) for p in folders}
     model = models.load_model(model_name or models.EMBEDDED_MODEL_NAME, device=device)
-    tokens = load_eval_tokens(model, dataset, context_size, n_sequences)
+    tokens = load_eval_tokens(model, dataset, context_size, n_sequences, eval_split)
     overrides = dict.fromkeys(saes, hook) if hook else None
     results = evaluate_saes(model, saes, tokens, batch_size, overrides)
     write_results(results, output, {"saes": folders, "n_sequences": len(tokens)})

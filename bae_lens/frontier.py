@@ -318,6 +318,7 @@ def frontier_job(
     cache_dir: str | Path | None = None,
     seed: int = 0,
     eval_every: int = 4,
+    eval_split: str = "auto",
 ) -> dict[str, Any]:
     """Load the model and data, build or reuse the activation cache, run the sweep, and
     rewrite the report (every evaluated point of ``work_dir``, whichever sweep trained it)
@@ -333,12 +334,12 @@ def frontier_job(
     tokenizer = model.tokenizer
     if tokenizer is None:
         raise ValueError(f"model {name!r} has no tokenizer: cannot tokenize text")
-    cache = _corpus_cache(model, name, hook, dataset, settings, cache_dir, seed)
+    cache = _corpus_cache(model, name, hook, dataset, settings, cache_dir, seed, eval_split)
     n_eval = math.ceil(eval_tokens / settings.context_size)
+    texts = load_data(dataset, "eval", eval_split=eval_split, tokens=eval_tokens)["text"]
     held_out = build_eval_tokens(
-        tokenizer, load_data(dataset, "eval")["text"], settings.context_size, n_eval,
-        tokenizer.bos_token_id,
-    )  # fmt: skip
+        tokenizer, texts, settings.context_size, n_eval, tokenizer.bos_token_id
+    )
     extra: dict[str, Any] = {
         "settings": asdict(settings),
         "cache": {"path": str(cache.path), "key": asdict(cache.key)},
@@ -368,6 +369,7 @@ def _corpus_cache(
     settings: FrontierSettings,
     cache_dir: str | Path | None,
     seed: int,
+    eval_split: str = "auto",
 ) -> ActivationCache:
     """The activation cache of ``settings.training_tokens`` tokens of ``dataset``'s train
     split (all of it when it holds fewer: points then train more than one epoch)."""
@@ -376,7 +378,8 @@ def _corpus_cache(
     from bae_lens.evaluate import build_eval_tokens
 
     tokenizer = model.tokenizer
-    texts = load_data(dataset, "train").shuffle(seed=seed)["text"]
+    train = load_data(dataset, "train", eval_split=eval_split, tokens=settings.training_tokens)
+    texts = train.shuffle(seed=seed)["text"]
     n_seq = sequences_needed(settings.training_tokens, settings.context_size)
     tokens = build_eval_tokens(
         tokenizer, texts, settings.context_size, n_seq, tokenizer.bos_token_id

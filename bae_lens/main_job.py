@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from sae_lens import LoggingConfig
 
 from bae_lens.bae import BinaryAutoencoderTrainingConfig
 from bae_lens.runtime import set_threads
@@ -47,6 +48,8 @@ class MainJobSettings:
     eval_dataset: str | None = None
     """Held-out text to evaluate on, taken whole (None: the dataset's eval split, or its
     held-out 5% of documents when no file holds one)."""
+    eval_split: str = "auto"
+    """A hub dataset's eval split (:func:`bae_lens.corpus.load_hub_dataset`)."""
     expansion: int = 4
     training_tokens: int = 300_000
     batch_tokens: int = 1024
@@ -62,6 +65,9 @@ class MainJobSettings:
     """A frontier report (``bae-lens frontier``'s JSON): the BAE's KL is set against its
     TopK curve at the same L0 (None, or a missing file: no comparison)."""
     bae_options: dict[str, Any] = field(default_factory=lambda: dict(MAIN_JOB_DEFAULTS))
+    wandb: LoggingConfig | None = None
+    """SAELens's logging config with wandb on (:func:`bae_lens.train.wandb_logging`);
+    None: no wandb."""
 
 
 def run_main_job(settings: MainJobSettings) -> dict[str, Any]:
@@ -82,11 +88,14 @@ def run_main_job(settings: MainJobSettings) -> dict[str, Any]:
     # Shuffle documents: the corpus is stored book by book, and a run that reads a prefix
     # of it should still see every book.
     with clock.stage("data load"):
-        train_set = load_data(s.dataset, "train").shuffle(seed=s.seed)
+        split, eval_tokens = s.eval_split, s.eval_sequences * s.context_size
+        train_set = load_data(s.dataset, "train", eval_split=split, tokens=s.training_tokens)
+        train_set = train_set.shuffle(seed=s.seed)
         if s.eval_dataset is not None:
-            eval_set = load_data(s.eval_dataset, "all").shuffle(seed=s.seed)
+            eval_set = load_data(s.eval_dataset, "all", tokens=eval_tokens).shuffle(seed=s.seed)
         else:
-            eval_set = load_data(s.dataset, "eval").shuffle(seed=s.seed)
+            eval_set = load_data(s.dataset, "eval", eval_split=split, tokens=eval_tokens)
+            eval_set = eval_set.shuffle(seed=s.seed)
     covariance_penalty = _train(model, model_name, train_set, s, clock)
     trained = time.time()
     metrics = _evaluate(model, model_name, eval_set["text"], s, clock)
@@ -134,7 +143,7 @@ def _train(
         model, train_set, sae_cfg, s.hook, Path(s.output), model_name=model_name,
         training_tokens=s.training_tokens, train_batch_size_tokens=s.batch_tokens,
         context_size=s.context_size, lr=s.lr, device=s.device, seed=s.seed, clock=clock,
-        autocast_lm=s.autocast_lm,
+        autocast_lm=s.autocast_lm, **({"logger": s.wandb} if s.wandb is not None else {}),
     )  # fmt: skip
     return sae_cfg.covariance_penalty
 

@@ -57,8 +57,12 @@ def run(args: argparse.Namespace) -> int:
     check_dictionaries(names)
     model_name = args.model or models.EMBEDDED_MODEL_NAME
     model = models.load_model(model_name, device=args.device)
-    train_set = load_data(args.dataset, "train")
-    tokens = load_eval_tokens(model, args.dataset, args.context_size, args.eval_sequences)
+    train_set = load_data(
+        args.dataset, "train", eval_split=args.eval_split, tokens=args.training_tokens
+    )
+    tokens = load_eval_tokens(
+        model, args.dataset, args.context_size, args.eval_sequences, args.eval_split
+    )
     settings = CompareSettings(
         hook=args.hook,
         expansion=args.expansion,

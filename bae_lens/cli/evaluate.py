@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from bae_lens.cli.train import EVAL_SPLIT_HELP
 from bae_lens.evaluate import evaluate_folders
 from bae_lens.runtime import set_threads
 from bae_lens.splice_metrics import metrics_table
@@ -18,6 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model name (default: the embedded SmolLM2)")
     p.add_argument("--hook", default=None, help="override the SAEs' recorded input hook")
     p.add_argument("--dataset", default="embedded", help="as for `bae-lens train` (eval split)")
+    p.add_argument("--eval-split", default="auto", help=EVAL_SPLIT_HELP)
     p.add_argument("--context-size", type=int, default=128)
     p.add_argument("--eval-sequences", type=int, default=32, help="held-out sequences")
     p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
@@ -39,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         n_sequences=args.eval_sequences,
         batch_size=args.batch_size,
         device=args.device,
+        eval_split=args.eval_split,
     )
     print(metrics_table(results))
     print(f"\nwritten to {args.output}/eval.json, eval.md, firing_rates_*.png")

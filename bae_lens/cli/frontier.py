@@ -7,7 +7,7 @@ import argparse
 
 import torch
 
-from bae_lens.cli.train import check_run_arguments
+from bae_lens.cli.train import EVAL_SPLIT_HELP, check_run_arguments
 from bae_lens.frontier import (
     ARCHITECTURES,
     DEFAULT_GRID,
@@ -39,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model name (default: the embedded SmolLM2)")
     p.add_argument("--hook", default=DEFAULT_HOOK)
     p.add_argument("--dataset", default="embedded")
+    p.add_argument("--eval-split", default="auto", help=EVAL_SPLIT_HELP)
     p.add_argument("--architectures", default=",".join(ARCHITECTURES),
                    help=f"comma-separated subset of {','.join(ARCHITECTURES)}")  # fmt: skip
     p.add_argument("--grid", default=None, help="override settings, e.g. 'bae=0.05,0.1;topk=32,64'")
@@ -78,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         model_name=args.model, hook=args.hook, dataset=args.dataset, points=points,
         settings=settings, eval_tokens=args.eval_tokens, work_dir=args.work_dir,
         output=args.output, cache_dir=args.cache_dir, seed=args.seed, eval_every=args.eval_every,
+        eval_split=args.eval_split,
     )  # fmt: skip
     print(markdown_tables(payload["results"]))
     print(f"{len(payload['results'])} of {len(points)} points evaluated; written to {args.output}/")

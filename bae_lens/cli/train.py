@@ -7,11 +7,19 @@ import math
 from typing import Any
 
 import torch
+from sae_lens import LoggingConfig
 
 from bae_lens.bae import BAE_OPTIONS, BinaryAutoencoderTrainingConfig
 from bae_lens.config_args import add_config_options, config_values
 from bae_lens.main_job import DEFAULT_HOOK, MAIN_JOB_DEFAULTS, MainJobSettings, run_main_job
 from bae_lens.runtime import check_device
+from bae_lens.train import WANDB_PROJECT, wandb_logging
+
+EVAL_SPLIT_HELP = (
+    "hub dataset split to evaluate on; 'auto': validation, else test, else every 20th "
+    "document of train (held out, never trained on); the choice is logged. A local path "
+    "names its eval split by file"
+)
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,6 +37,24 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-tokens", type=int, default=1024, help="tokens per minibatch")
     p.add_argument("--context-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--eval-split", default="auto", help=EVAL_SPLIT_HELP)
+    p.add_argument(
+        "--wandb",
+        action="store_true",
+        help="log training to Weights & Biases through SAELens (losses, L0, explained "
+        "variance and the BAE's code statistics as metrics/bae/...); the key comes from "
+        "`wandb login` or WANDB_API_KEY; WANDB_MODE=offline keeps runs on disk",
+    )
+    p.add_argument("--wandb-project", default=WANDB_PROJECT, help="wandb project")
+    p.add_argument("--wandb-entity", default=None, help="wandb entity (team or user)")
+    p.add_argument("--wandb-run-name", default=None, help="wandb run name (default: wandb's)")
+
+
+def wandb_from_args(args: argparse.Namespace) -> LoggingConfig | None:
+    """SAELens's wandb logging config from ``--wandb*``, or None without ``--wandb``."""
+    if not args.wandb:
+        return None
+    return wandb_logging(args.wandb_project, args.wandb_entity, args.wandb_run_name)
 
 
 def check_run_arguments(args: argparse.Namespace) -> None:
@@ -91,6 +117,7 @@ def settings_from_args(args: argparse.Namespace) -> MainJobSettings:
         hook=args.hook,
         dataset=args.dataset,
         eval_dataset=args.eval_dataset,
+        eval_split=args.eval_split,
         expansion=args.expansion,
         training_tokens=args.training_tokens,
         batch_tokens=args.batch_tokens,
@@ -104,6 +131,7 @@ def settings_from_args(args: argparse.Namespace) -> MainJobSettings:
         seed=args.seed,
         frontier=None if args.frontier == "none" else args.frontier,
         bae_options=config_values(args, BAE_OPTIONS),
+        wandb=wandb_from_args(args),
     )
 
 

@@ -41,7 +41,9 @@ harvested without an autograd graph, which keeps the peak memory of a 135M model
 from __future__ import annotations
 
 import logging
+import math
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -61,6 +63,7 @@ from bae_lens.model_cache import (
     EMBEDDED_MODEL_NAME,
     GEMMA_HF_NAME,
     GEMMA_MODEL_NAME,
+    embedded_cache_dir,
     ensure_embedded_checkpoint,
     is_embedded_name,
     is_gemma_name,
@@ -284,3 +287,49 @@ def load_model(
     model.eval()
     logger.info("Loaded %s (%s) in %.1f s", name, model_class.__name__, time.perf_counter() - start)
     return model
+
+
+def embedded_config(device: str = "meta") -> HookedTransformerConfig | None:
+    """The embedded model's config read from its cache folder's ``config.json`` (no weights
+    loaded, no hub), or None when the cache has not been built yet."""
+    from transformers import LlamaConfig
+
+    path = embedded_cache_dir() / "config.json"
+    if not path.is_file():
+        return None
+    return hooked_config_from_hf(LlamaConfig.from_json_file(str(path)), device=device)
+
+
+def hook_shapes(cfg: HookedTransformerConfig) -> dict[str, tuple[int, ...]]:
+    """Every hook of a model built from ``cfg`` and the shape of its activation on a
+    ``[1, 2]`` token batch, from one forward pass on the meta device: no weights, no
+    arithmetic (about half a second for a 30-layer model)."""
+    meta_cfg = HookedTransformerConfig.from_dict({**cfg.to_dict(), "device": "meta"})
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TransformerLens 3's notice
+        model = HookedTransformer(meta_cfg)
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def record(activation: torch.Tensor, hook: Any) -> None:
+        shapes[hook.name] = tuple(activation.shape)
+
+    tokens = torch.zeros(1, 2, dtype=torch.long, device="meta")
+    model.run_with_hooks(tokens, fwd_hooks=[(lambda name: True, record)])
+    return shapes
+
+
+def hook_width(cfg: HookedTransformerConfig, hook_name: str) -> int:
+    """Width of the activation at ``hook_name`` per token: ``d_model`` for the residual
+    stream, ``d_mlp`` for ``mlp.hook_post``, ``n_heads * d_head`` for ``attn.hook_z``
+    (the dimensions after ``[batch, pos]``, multiplied).
+
+    >>> cfg = HookedTransformerConfig(
+    ...     n_layers=1, d_model=8, d_mlp=32, n_ctx=4, d_head=4, d_vocab=10, act_fn="gelu"
+    ... )
+    >>> hook_width(cfg, "blocks.0.mlp.hook_post"), hook_width(cfg, "blocks.0.hook_resid_post")
+    (32, 8)
+    """
+    shapes = hook_shapes(cfg)
+    if hook_name not in shapes:
+        raise ValueError(f"hook_name={hook_name!r} is not a hook of the model")
+    return math.prod(shapes[hook_name][2:])

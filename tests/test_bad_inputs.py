@@ -13,8 +13,12 @@ import json
 import os
 import pickle
 import shutil
+import socket
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -432,3 +436,165 @@ def test_distributed_cli_bad_input_exits_2(
     assert "--steps 0: must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "o" / "cfg.json").exists()  # no untrained SAE saved
     assert bae_lens.__version__
+
+
+# --- pre-flight: every subcommand checks its paths, inputs and endpoint before its first
+# expensive step. Each case runs the CLI in-process with the model loader and the corpus
+# readers replaced by functions that fail the test, and must exit 2 within seconds.
+SECRET = "sk-test-never-printed"
+EMBEDDED_HOOKS = "needs the embedded model's cached config.json"
+PREFLIGHT_CASES: list[tuple[str, list[str], str]] = [
+    ("train output is a file", ["train", "--output", "{tmp}/file.txt"],
+     "--output {tmp}/file.txt: is an existing file; give a folder path"),
+    ("train output under a file", ["train", "--output", "{tmp}/file.txt/run"],
+     "is a file, so nothing can go under it"),
+    ("train output holds a run", ["train", "--output", "{tmp}/bae"],
+     "--output {tmp}/bae: the folder already holds cfg.json, sae_weights.safetensors; "
+     "pass --overwrite"),
+    ("train missing dataset", ["train", "--dataset", "{tmp}/none.txt", "--output", "{tmp}/o"],
+     "--dataset {tmp}/none.txt: path_or_name='{tmp}/none.txt' looks local but does not exist"),
+    ("train binary dataset", ["train", "--dataset", "{tmp}/binary.txt", "--output", "{tmp}/o"],
+     "binary.txt' holds NUL bytes (a binary file?)"),
+    ("train eval dataset not UTF-8",
+     ["train", "--dataset", "{tmp}/data.txt", "--eval-dataset", "{tmp}/latin1.txt",
+      "--output", "{tmp}/o"],
+     "--eval-dataset {tmp}/latin1.txt: path_or_name='{tmp}/latin1.txt': "),
+    ("train hook past the last block",
+     ["train", "--hook", "blocks.30.hook_resid_post", "--dataset", "{tmp}/data.txt",
+      "--output", "{tmp}/o"],
+     "--hook blocks.30.hook_resid_post: the model has blocks 0..29"),
+    ("train hook misspelt",
+     ["train", "--hook", "blocks.3.hook_resid", "--dataset", "{tmp}/data.txt", "--output",
+      "{tmp}/o"],
+     "--hook blocks.3.hook_resid: not a hook of the model; TransformerLens names such as"),
+    ("eval missing dictionary", ["eval", "{tmp}/none", "--output", "{tmp}/o"],
+     "saes {tmp}/none: not a usable saved dictionary: SAE directory"),
+    ("eval truncated weights", ["eval", "{tmp}/truncated", "--output", "{tmp}/o"],
+     "saes {tmp}/truncated: not a usable saved dictionary: "),
+    ("eval output is a file", ["eval", "{tmp}/bae", "--output", "{tmp}/file.txt"],
+     "--output {tmp}/file.txt: is an existing file"),
+    ("eval hook", ["eval", "{tmp}/bae", "--hook", "blocks.99.hook_resid_post", "--dataset",
+                   "{tmp}/data.txt", "--output", "{tmp}/o"],
+     "--hook blocks.99.hook_resid_post: the model has blocks 0..29"),
+    ("eval batch size", ["eval", "{tmp}/bae", "--batch-size", "0"], "--batch-size 0: must be >= 1"),
+    ("compare trained work folder",
+     ["compare", "--work-dir", "{tmp}/work", "--output", "{tmp}/o"],
+     "--work-dir {tmp}/work: already holds trained dictionaries ['bae']; pass --reuse"),
+    ("frontier work folder is a file",
+     ["frontier", "--work-dir", "{tmp}/file.txt", "--output", "{tmp}/o"],
+     "--work-dir {tmp}/file.txt: is an existing file"),
+    ("frontier disk space",
+     ["frontier", "--training-tokens", "1000000000000", "--cache-dir", "{tmp}/cache",
+      "--dataset", "{tmp}/data.txt", "--work-dir", "{tmp}/w", "--output", "{tmp}/o"],
+     "--cache-dir {tmp}/cache: the activation cache needs about 1152000.00 GB "
+     "(1000000000000 rows x d_in 576 x 2 bytes) but only"),
+    ("entropy output is a folder", ["entropy", "--output", "{tmp}"],
+     "--output {tmp}: is an existing folder; give a file path"),
+    ("entropy sae", ["entropy", "--sae", "{tmp}/none", "--output", "{tmp}/e.json"],
+     "--sae {tmp}/none: not a usable saved dictionary"),
+    ("entropy layer", ["entropy", "--layers", "3,30", "--output", "{tmp}/e.json"],
+     "--layers 3,30: the model has layers 0..29"),
+    ("comsem no judge url", ["comsem", "{tmp}/bae", "--output", "{tmp}/o"],
+     "--judge-base-url '': not set; give it or set $BAE_LENS_JUDGE_BASE_URL"),
+    ("comsem judge not listening",
+     ["comsem", "{tmp}/bae", "--output", "{tmp}/o", "--judge-base-url",
+      "http://127.0.0.1:{closed}/v1", "--judge-model", "m"],
+     "--judge-base-url http://127.0.0.1:{closed}/v1: no answer to GET /models within 5 s"),
+    ("comsem judge refuses the key",
+     ["comsem", "{tmp}/bae", "--output", "{tmp}/o", "--judge-base-url", "{judge}",
+      "--judge-model", "m"],
+     "--judge-base-url {judge}: the endpoint refused the key (HTTP 401); the key came from "
+     "$BAE_LENS_JUDGE_API_KEY"),
+    ("comsem dictionary", ["comsem", "{tmp}/none", "--collect-only", "--output", "{tmp}/o"],
+     "saes {tmp}/none: not a usable saved dictionary"),
+    ("import-legacy output holds a run",
+     ["import-legacy", "--model", "{tmp}/file.txt", "--output", "{tmp}/bae"],
+     "--output {tmp}/bae: the folder already holds cfg.json"),
+    ("import-legacy missing params",
+     ["import-legacy", "--model", "{tmp}/file.txt", "--params", "{tmp}/p.pkl", "--output",
+      "{tmp}/o"],
+     "--params {tmp}/p.pkl: no such file"),
+]  # fmt: skip
+NEEDS_EMBEDDED_CONFIG = ("hook", "layer", "disk space")
+
+
+class _RefusingJudge(BaseHTTPRequestHandler):
+    """An endpoint that answers every request with HTTP 401, as for a wrong key."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.send_response(401)
+        self.end_headers()
+        self.wfile.write(b'{"error": "bad key"}')
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def refusing_judge() -> Any:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RefusingJudge)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _forbid_expensive_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bae_lens import corpus, models
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the pre-flight let a model load or a corpus read start")
+
+    monkeypatch.setattr(models, "load_model", refuse)
+    for name in ("load_data", "load_embedded_corpus", "load_text_dataset"):
+        monkeypatch.setattr(corpus, name, refuse)
+
+
+@pytest.mark.parametrize(
+    ("name", "argv", "match"),
+    PREFLIGHT_CASES,
+    ids=[c[0].replace(" ", "-") for c in PREFLIGHT_CASES],
+)
+def test_preflight_fails_fast_with_one_line(
+    name: str,
+    argv: list[str],
+    match: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    refusing_judge: str,
+) -> None:
+    from bae_lens.models import embedded_config
+
+    if any(word in name for word in NEEDS_EMBEDDED_CONFIG) and embedded_config() is None:
+        pytest.skip(EMBEDDED_HOOKS)
+    for var in ("BAE_LENS_JUDGE_BASE_URL", "BAE_LENS_JUDGE_MODEL", "OPENAI_BASE_URL",
+                "OPENAI_API_KEY"):  # fmt: skip
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("BAE_LENS_JUDGE_API_KEY", SECRET)
+    _forbid_expensive_steps(monkeypatch)
+    _saved(tmp_path, "bae")
+    _truncated(tmp_path).rename(tmp_path / "truncated")
+    _saved(tmp_path / "work", "bae")
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "data.txt").write_text("Some text.\n\nMore text.\n")
+    (tmp_path / "binary.txt").write_bytes(b"text\0\x01\x02")
+    (tmp_path / "latin1.txt").write_bytes("caf\u00e9 au lait, na\u00efve".encode("latin-1"))
+    fill = {"tmp": tmp_path, "closed": _closed_port(), "judge": refusing_judge}
+    started = time.perf_counter()
+    code = cli_main([a.format(**fill) for a in argv])
+    seconds = time.perf_counter() - started
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert match.format(**fill) in lines[0]
+    assert SECRET not in err
+    assert seconds < 20, f"took {seconds:.1f} s to fail"
+    assert not (tmp_path / "o").exists()  # nothing written

@@ -163,7 +163,7 @@ def test_saved_sae_round_trip(tmp_path, model, tokens):
 
 def test_cli_eval_rejects_missing_folder(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nope")]) == 2
-    assert "no cfg.json" in capsys.readouterr().err
+    assert f"saes {tmp_path / 'nope'}: not a usable saved dictionary" in capsys.readouterr().err
 
 
 def test_massive_activations_are_left_clean_and_uncounted() -> None:

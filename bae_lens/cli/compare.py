@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from bae_lens.cli.preflight import add_overwrite_argument, check_compare
 from bae_lens.cli.train import add_run_arguments, check_run_arguments
 from bae_lens.compare import DICTIONARIES, CompareSettings, check_dictionaries, run_compare
 from bae_lens.runtime import set_threads
@@ -38,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work-dir", default="runs/compare", help="trained dictionaries + cache")
     p.add_argument("--output", default="benchmarks/results/compare", help="table, JSON, plot")
     p.add_argument("--reuse", action="store_true", help="load dictionaries already in --work-dir")
+    add_overwrite_argument(p)
     p.add_argument("--keep-cache", action="store_true", help="keep the activation cache")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -48,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from bae_lens import models
 
     check_run_arguments(args)
+    check_compare(args)
     from bae_lens.corpus import load_data
     from bae_lens.evaluate import load_eval_tokens
 

@@ -184,8 +184,10 @@ def run_comsem(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bae_lens.cli.preflight import check_comsem
     from bae_lens.comsem.server import JudgeServerDied
 
+    check_comsem(args)  # before the model loads and the collection
     try:
         payload = run_comsem(args)
     except ModuleNotFoundError as err:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from bae_lens.bae import BinaryAutoencoderTrainingConfig
+from bae_lens.cli.preflight import check_entropy
 from bae_lens.config_args import add_config_options
 from bae_lens.entropy import DEFAULT_INFORMATIVE_THRESHOLD, NORMALIZATIONS, entropy_by_layer
 from bae_lens.hidden_states import collect_hidden_states, layer_hooks
@@ -156,10 +157,11 @@ def run(args: argparse.Namespace) -> int:
     k-shot prompts; prints a table and writes JSON (and, with ``--icl``, a PNG)."""
     from bae_lens.models import EMBEDDED_MODEL_NAME
 
-    torch.set_num_threads(args.threads)
     layers = [int(v) for v in str(args.layers).split(",") if v.strip()]
     if args.sae is not None and (len(layers) != 1 or args.icl):
         raise ValueError(f"--sae takes one layer and no --icl, got --layers {args.layers!r}")
+    check_entropy(args, layers)  # before the model loads
+    torch.set_num_threads(args.threads)
     started = time.time()
     model_name = args.model or EMBEDDED_MODEL_NAME
     command = _icl_command if args.icl else _corpus_command

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from bae_lens.cli.preflight import check_evaluate
 from bae_lens.cli.train import EVAL_SPLIT_HELP
 from bae_lens.evaluate import evaluate_folders
 from bae_lens.runtime import set_threads
@@ -30,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load SAEs from disk, evaluate side by side, write and print."""
+    check_evaluate(args)
     set_threads(args.threads)
     results = evaluate_folders(
         args.saes,

@@ -7,6 +7,7 @@ import argparse
 
 import torch
 
+from bae_lens.cli.preflight import check_frontier
 from bae_lens.cli.train import EVAL_SPLIT_HELP, check_run_arguments
 from bae_lens.frontier import (
     ARCHITECTURES,
@@ -66,6 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_run_arguments(args)
+    check_frontier(args)
     set_threads(args.threads)
     archs = [a.strip() for a in args.architectures.split(",") if a.strip()]
     points = default_points(_grid(args.grid), archs)

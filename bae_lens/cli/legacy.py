@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from bae_lens.cli.preflight import add_overwrite_argument, check_import_legacy
 from bae_lens.legacy import (
     import_legacy_model,
     load_legacy_hidden_states,
@@ -19,9 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden-states", default=None, help="released hidden-state .pkl")
     p.add_argument("--layer", type=int, default=None, help="layer of a per-layer pickle")
     p.add_argument("--output", required=True, help="output directory (SAELens format)")
+    add_overwrite_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_import_legacy(args)
     result = import_legacy_model(args.model, args.params)
     out = save_legacy_import(result, args.output)
     print(f"saved BAE (d_in={result.sae.cfg.d_in}, d_sae={result.sae.cfg.d_sae}) to {out}")

@@ -10,6 +10,7 @@ import torch
 from sae_lens import LoggingConfig
 
 from bae_lens.bae import BAE_OPTIONS, BinaryAutoencoderTrainingConfig
+from bae_lens.cli.preflight import add_overwrite_argument, check_train
 from bae_lens.config_args import add_config_options, config_values
 from bae_lens.main_job import DEFAULT_HOOK, MAIN_JOB_DEFAULTS, MainJobSettings, run_main_job
 from bae_lens.runtime import check_device
@@ -87,6 +88,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "documents, never trained on)",
     )
     p.add_argument("--output", default="runs/bae", help="output directory")
+    add_overwrite_argument(p)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument(
         "--threads",
@@ -168,6 +170,7 @@ def print_summary(summary: dict[str, Any], out: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_run_arguments(args)
+    check_train(args)  # before the model loads
     summary = run_main_job(settings_from_args(args))
     print_summary(summary, args.output)
     return 0

@@ -1,0 +1,361 @@
+"""Pre-flight: what every subcommand checks before its first expensive step.
+
+Each ``check_<command>(args)`` runs at the top of that subcommand's ``run``, before any
+model load or corpus read, and raises ValueError (exit code 2, see :mod:`bae_lens.cli`)
+with one line ``--option value: what is wrong and what is allowed``:
+
+- output paths: not an existing file (or folder, for a file output), inside a writable
+  folder; a folder already holding a run is refused unless the command resumes it or
+  ``--overwrite`` is given (which writes over files of the same name and deletes nothing);
+- inputs: the dataset (the embedded corpus prepared, a local path present and readable as
+  UTF-8 text; hub names cannot be checked offline and pass), hook names against the model
+  config where that is cheap (the embedded model: its ``config.json`` and a forward pass
+  on the meta device, about a second), saved dictionaries (``cfg.json`` + weights whose
+  shapes fit it);
+- the judge endpoint: one ``GET <base_url>/models`` with a short timeout; an error names
+  the environment variable holding the key, never the key;
+- disk space for an activation cache against its estimated size (rows * d_in * 2 bytes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import os
+import re
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+
+from bae_lens.runtime import check_device
+
+JUDGE_TIMEOUT_S = 5.0
+"""Seconds the judge endpoint has to answer the pre-flight request."""
+
+
+def add_overwrite_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an output folder that already holds a run (files of the same name "
+        "are replaced; nothing is deleted)",
+    )
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.expanduser().absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def check_writable(option: str, path: str | Path) -> None:
+    """The folder ``path`` would be created in exists as a folder and is writable."""
+    anchor = _nearest_existing(Path(path))
+    if anchor != Path(path).expanduser().absolute() and not anchor.is_dir():
+        raise ValueError(f"{option} {path}: {str(anchor)!r} is a file, so nothing can go under it")
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: the folder {str(anchor)!r} is not writable")
+
+
+def check_output_folder(
+    option: str, path: str | Path, *, overwrite: bool = False, resumes: bool = False
+) -> None:
+    """``path`` is a folder to write a run to: not a file, writable, and empty or absent
+    unless the command resumes it (``resumes``) or the user said ``--overwrite``."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        raise ValueError(f"{option} {path}: is an existing file; give a folder path")
+    check_writable(option, p)
+    if p.is_dir() and not (overwrite or resumes):
+        held = sorted(child.name for child in p.iterdir())
+        if held:
+            shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+            raise ValueError(
+                f"{option} {path}: the folder already holds {shown}; pass --overwrite to "
+                "write over it, or give a new folder"
+            )
+
+
+def check_output_file(option: str, path: str | Path) -> None:
+    """``path`` is a file to write: not an existing folder, in a writable folder."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ValueError(f"{option} {path}: is an existing folder; give a file path")
+    check_writable(option, p.parent if str(p.parent) else Path("."))
+
+
+def check_input_file(option: str, path: str | Path | None) -> None:
+    if path is not None and not Path(path).expanduser().is_file():
+        raise ValueError(f"{option} {path}: no such file")
+
+
+def check_disk_space(option: str, folder: str | Path, needed_bytes: int, what: str) -> None:
+    """The file system holding ``folder`` has ``needed_bytes`` free (``shutil.disk_usage``)."""
+    free = shutil.disk_usage(_nearest_existing(Path(folder))).free
+    if needed_bytes > free:
+        raise ValueError(
+            f"{option} {folder}: the activation cache needs about {needed_bytes / 1e9:.2f} GB "
+            f"({what}) but only {free / 1e9:.2f} GB is free there; free space, lower "
+            "--training-tokens or point --cache-dir at another disk"
+        )
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def check_dataset(option: str, dataset: str, splits: Iterable[str]) -> None:
+    """``dataset`` can be read for each split: the embedded corpus is prepared, a local
+    path exists and holds UTF-8 text; any other name is a hub dataset (unchecked offline)."""
+    from bae_lens import corpus
+
+    for split in splits:
+        if dataset == "embedded":
+            if split not in corpus.SPLITS:
+                raise ValueError(
+                    f"{option} embedded: the embedded corpus has splits {list(corpus.SPLITS)}, "
+                    "not a whole-file evaluation set; give a local file"
+                )
+            path = corpus.embedded_corpus_dir() / f"{split}.jsonl"
+            if not path.is_file() or path.stat().st_size == 0:
+                raise ValueError(
+                    f"{option} embedded: the corpus is not prepared ({str(path)!r} is missing "
+                    f"or empty); {corpus.FETCH_HINT}"
+                )
+            continue
+        try:
+            corpus.local_data_files(dataset, split)
+        except (ValueError, FileNotFoundError) as err:
+            raise ValueError(f"{option} {dataset}: {err}") from None
+
+
+@functools.lru_cache(maxsize=4)
+def model_hook_shapes(model_name: str | None) -> dict[str, tuple[int, ...]] | None:
+    """Every hook of the named model and its activation shape on a ``[1, 2]`` batch, when
+    the config is cheap to get (the embedded model with its cache built); else None."""
+    from bae_lens import models
+
+    if model_name is not None and not models.is_embedded_name(model_name):
+        return None
+    cfg = models.embedded_config()
+    return None if cfg is None else models.hook_shapes(cfg)
+
+
+def _n_layers(shapes: dict[str, tuple[int, ...]]) -> int:
+    blocks = (int(m.group(1)) for name in shapes if (m := re.match(r"blocks\.(\d+)\.", name)))
+    return 1 + max(blocks, default=-1)
+
+
+def check_hooks(
+    option: str, hooks: Iterable[str], shapes: dict[str, tuple[int, ...]] | None
+) -> None:
+    """Each hook is a TransformerLens hook of the model (``shapes`` from
+    :func:`model_hook_shapes`; None: the model is not checked)."""
+    if shapes is None:
+        return
+    n_layers = _n_layers(shapes)
+    for hook in hooks:
+        if hook in shapes:
+            continue
+        block = re.match(r"blocks\.(\d+)\.(.*)", hook)
+        if block and int(block.group(1)) >= n_layers and f"blocks.0.{block.group(2)}" in shapes:
+            raise ValueError(f"{option} {hook}: the model has blocks 0..{n_layers - 1}")
+        raise ValueError(
+            f"{option} {hook}: not a hook of the model; TransformerLens names such as "
+            f"blocks.N.hook_resid_post, blocks.N.mlp.hook_post, blocks.N.attn.hook_z "
+            f"(N < {n_layers})"
+        )
+
+
+def check_layers(option: str, layers: list[int], model_name: str | None) -> None:
+    """Layers (``blocks.N``) the model has, where its config is cheap to get."""
+    shapes = model_hook_shapes(model_name)
+    if shapes is None:
+        return
+    n_layers = _n_layers(shapes)
+    if any(not 0 <= layer < n_layers for layer in layers):
+        typed = ",".join(str(layer) for layer in layers)
+        raise ValueError(f"{option} {typed}: the model has layers 0..{n_layers - 1}")
+
+
+def check_sae_folders(option: str, folders: Iterable[str | Path]) -> None:
+    """Each folder is a saved dictionary: ``cfg.json`` valid and weights that fit it."""
+    from bae_lens.io import check_sae_weights, read_sae_config
+
+    for folder in folders:
+        try:
+            check_sae_weights(folder, read_sae_config(folder))
+        except (ValueError, FileNotFoundError) as err:
+            raise ValueError(f"{option} {folder}: not a usable saved dictionary: {err}") from None
+
+
+def check_judge(base_url: str, model: str, timeout: float = JUDGE_TIMEOUT_S) -> None:
+    """One cheap request (``GET <base_url>/models``): the endpoint answers and takes the
+    key. Errors name the environment variable that held the key, never the key."""
+    from bae_lens.comsem.judge import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL
+
+    if not base_url:
+        raise ValueError(f"--judge-base-url '': not set; give it or set ${ENV_BASE_URL}")
+    if not model:
+        raise ValueError(f"--judge-model '': not set; give it or set ${ENV_MODEL}")
+    key_var = next((v for v in (ENV_API_KEY, "OPENAI_API_KEY") if os.environ.get(v)), None)
+    request = urllib.request.Request(base_url.rstrip("/") + "/models", method="GET")
+    if key_var is not None:
+        request.add_header("Authorization", f"Bearer {os.environ[key_var]}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            held = f"${key_var}" if key_var else f"no key (set ${ENV_API_KEY})"
+            raise ValueError(
+                f"--judge-base-url {base_url}: the endpoint refused the key (HTTP {err.code}); "
+                f"the key came from {held}"
+            ) from None
+        return  # it answered: some servers have no /models route
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise ValueError(
+            f"--judge-base-url {base_url}: no answer to GET /models within {timeout:g} s "
+            f"({type(reason).__name__}: {reason}); start the server or fix the URL"
+        ) from None
+
+
+# --------------------------------------------------------------------------- per command
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        raise ValueError(f"--threads {args.threads}: must be >= 1")
+    if hasattr(args, "device"):
+        check_device(args.device)
+
+
+def check_train(args: argparse.Namespace) -> None:
+    """``bae-lens train``: BAE options, output run folder, datasets, hook."""
+    from bae_lens.bae import BAE_OPTIONS, BinaryAutoencoderTrainingConfig
+    from bae_lens.config_args import config_values
+
+    BinaryAutoencoderTrainingConfig(d_in=1, d_sae=1, **config_values(args, BAE_OPTIONS))
+    check_output_folder("--output", args.output, overwrite=args.overwrite)
+    check_dataset("--dataset", args.dataset, ["train"] if args.eval_dataset else ["train", "eval"])
+    if args.eval_dataset is not None:
+        check_dataset("--eval-dataset", args.eval_dataset, ["all"])
+    check_hooks("--hook", [args.hook], model_hook_shapes(args.model))
+    if args.frontier not in (None, "none") and Path(args.frontier).is_dir():
+        raise ValueError(f"--frontier {args.frontier}: is a folder; give frontier.json or none")
+
+
+def check_compare(args: argparse.Namespace) -> None:
+    """``bae-lens compare``: its work folder (resumed with --reuse), output, dataset, hook."""
+    from bae_lens.compare import TRANSCODERS, check_dictionaries, transcoder_hooks
+
+    names = [n.strip() for n in args.dictionaries.split(",") if n.strip()]
+    check_dictionaries(names)
+    work = Path(args.work_dir)
+    trained = sorted(p.parent.name for p in work.glob("*/cfg.json")) if work.is_dir() else []
+    if work.is_file():
+        raise ValueError(f"--work-dir {args.work_dir}: is an existing file; give a folder path")
+    check_writable("--work-dir", work)
+    if trained and not (args.reuse or args.overwrite):
+        raise ValueError(
+            f"--work-dir {args.work_dir}: already holds trained dictionaries {trained}; pass "
+            "--reuse to load them, --overwrite to retrain them, or give a new folder"
+        )
+    check_output_folder("--output", args.output, resumes=True)
+    check_dataset("--dataset", args.dataset, ["train", "eval"])
+    hooks = [args.hook]
+    if any(n in TRANSCODERS for n in names):
+        hooks += transcoder_hooks(args.hook)
+    check_hooks("--hook", hooks, model_hook_shapes(args.model))
+
+
+def check_frontier(args: argparse.Namespace) -> None:
+    """``bae-lens frontier``: output folders (the work folder resumes), dataset, hook, and
+    disk space for the activation cache unless one for this model, hook and corpus exists."""
+    from bae_lens.activation_cache import ROWS_FILE, CacheKey
+    from bae_lens.frontier import cache_folder
+    from bae_lens.model_cache import EMBEDDED_MODEL_NAME
+
+    check_output_folder("--work-dir", args.work_dir, resumes=True)
+    check_output_folder("--output", args.output, resumes=True)
+    check_dataset("--dataset", args.dataset, ["train", "eval"])
+    shapes = model_hook_shapes(args.model)
+    check_hooks("--hook", [args.hook], shapes)
+    if shapes is None:
+        return
+    rows = args.training_tokens
+    key = CacheKey(args.model or EMBEDDED_MODEL_NAME, args.hook, args.dataset, "train",
+                   args.context_size, rows, args.seed)  # fmt: skip
+    default = cache_folder(key)
+    folder = Path(args.cache_dir) if args.cache_dir else default.parent
+    if args.cache_dir and (folder / ROWS_FILE).is_file():
+        return
+    if not args.cache_dir and any(folder.glob(default.name.replace(f"_{rows}rows", "_*rows"))):
+        return  # a cache of this model, hook and corpus is there (reused or rebuilt in place)
+    d_in = math.prod(shapes[args.hook][2:])
+    check_disk_space("--cache-dir", folder, rows * d_in * 2, f"{rows} rows x d_in {d_in} x 2 bytes")
+
+
+def check_evaluate(args: argparse.Namespace) -> None:
+    """``bae-lens eval``: dictionaries, output, dataset, hook, sizes, device."""
+    _check_common(args)
+    for option in ("context_size", "eval_sequences", "batch_size"):
+        low = 2 if option == "context_size" else 1
+        if getattr(args, option) < low:
+            raise ValueError(
+                f"--{option.replace('_', '-')} {getattr(args, option)}: must be >= {low}"
+            )
+    check_sae_folders("saes", args.saes)
+    check_output_folder("--output", args.output, resumes=True)
+    check_dataset("--dataset", args.dataset, ["eval"])
+    if args.hook is not None:
+        check_hooks("--hook", [args.hook], model_hook_shapes(args.model))
+
+
+def check_comsem(args: argparse.Namespace) -> None:
+    """``bae-lens comsem``: dictionaries, output (resumable: collections and judge cache),
+    dataset, hook, and the judge endpoint (unless --collect-only or --local-judge)."""
+    from bae_lens.comsem.judge import ENV_BASE_URL, ENV_MODEL
+
+    _check_common(args)
+    folders = [item.rpartition("=")[2] for item in args.saes]
+    check_sae_folders("saes", folders)
+    check_output_folder("--output", args.output, resumes=True)
+    if args.cache is not None:
+        check_output_file("--cache", args.cache)
+    check_dataset("--dataset", args.dataset, ["eval"])
+    if args.hook is not None:
+        check_hooks("--hook", [args.hook], model_hook_shapes(args.model))
+    if not (args.collect_only or args.local_judge):
+        env = os.environ
+        check_judge(
+            args.judge_base_url or env.get(ENV_BASE_URL) or env.get("OPENAI_BASE_URL") or "",
+            args.judge_model or env.get(ENV_MODEL) or "",
+        )
+
+
+def check_entropy(args: argparse.Namespace, layers: list[int]) -> None:
+    """``bae-lens entropy``: output file, --sae folder, --states, layers."""
+    _check_common(args)
+    check_output_file("--output", args.output)
+    if args.sae is not None:
+        check_sae_folders("--sae", [args.sae])
+    if args.states is not None:
+        check_output_file("--states", args.states)
+    if not (args.icl and args.states is not None and Path(args.states).is_file()):
+        check_layers("--layers", layers, args.model)
+
+
+def check_import_legacy(args: argparse.Namespace) -> None:
+    """``bae-lens import-legacy``: input files, output run folder."""
+    for option, path in (("--model", args.model), ("--params", args.params),
+                         ("--hidden-states", args.hidden_states)):  # fmt: skip
+        check_input_file(option, path)
+    check_output_folder("--output", args.output, overwrite=args.overwrite)

@@ -26,13 +26,13 @@ import math
 import re
 import shutil
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from jaxtyping import Int
-from sae_lens import SAE
+from sae_lens import SAE, LoggingConfig
 
 from bae_lens.baselines import (
     NORMALIZE,
@@ -120,9 +120,16 @@ def _bae_firing_rate(folder: Path) -> float | None:
 
 
 def train_dictionary(
-    name: str, model: Any, train_set: Any, cache: Path, out: Path, s: CompareSettings
+    name: str,
+    model: Any,
+    train_set: Any,
+    cache: Path,
+    out: Path,
+    s: CompareSettings,
+    wandb: LoggingConfig | None = None,
 ) -> None:
-    """Train dictionary ``name`` on the cached activations and save it to ``out``."""
+    """Train dictionary ``name`` on the cached activations and save it to ``out``; with
+    ``wandb``, as its own wandb run named ``<run name or "compare">-<name>``."""
     from bae_lens.train import train_sae
 
     common: dict[str, Any] = {
@@ -134,6 +141,8 @@ def train_dictionary(
         "seed": s.seed,
         "exclude_special_tokens": s.exclude_special_tokens,
     }
+    if wandb is not None:
+        common["logger"] = replace(wandb, run_name=f"{wandb.run_name or 'compare'}-{name}")
     torch.manual_seed(s.seed)
     d_in = model.cfg.d_model
     if name in TRANSCODERS:
@@ -201,10 +210,12 @@ def run_compare(
     reuse: bool = False,
     keep_cache: bool = False,
     eval_batch_size: int = 8,
+    wandb: LoggingConfig | None = None,
 ) -> dict[str, Any]:
     """Train (or, with ``reuse``, load) ``dictionaries`` under ``work_dir``, evaluate them on
     ``eval_tokens`` and write ``compare.md``, ``compare.json`` and ``l0_vs_ce.png`` to
-    ``output_dir``. Returns the JSON payload."""
+    ``output_dir``. Returns the JSON payload. ``wandb``: each dictionary trained logs to
+    its own wandb run (:func:`bae_lens.train.wandb_logging`)."""
     check_dictionaries(dictionaries)
     if settings.hook not in model.hook_dict:
         raise ValueError(f"hook_name={settings.hook!r} is not a hook of the model")
@@ -234,7 +245,7 @@ def run_compare(
         shutil.rmtree(work / name, ignore_errors=True)
         logger.info("training %s", name)
         with clock.stage(f"train {name}", settings.training_tokens):
-            train_dictionary(name, model, train_set, cache, work / name, settings)
+            train_dictionary(name, model, train_set, cache, work / name, settings, wandb)
     if todo and not keep_cache:
         shutil.rmtree(cache, ignore_errors=True)
     saes = {n: SAE.load_from_disk(work / n, device=settings.device) for n in dictionaries}

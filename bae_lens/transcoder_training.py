@@ -124,11 +124,14 @@ def train_transcoder(
     n_batches_in_buffer: int = 8,
     exclude_special_tokens: bool = True,
     model_name: str = "custom",
+    logger: LoggingConfig | None = None,
 ) -> tuple[Transcoder, TranscoderTraining]:
     """Train a transcoder from ``hook_in`` to ``hook_out`` and save it to ``output_dir``.
 
     Activations come from ``cached_activations_path`` when given (both hooks cached),
-    else live from ``dataset`` through SAELens's multi-hook ActivationsStore.
+    else live from ``dataset`` through SAELens's multi-hook ActivationsStore. ``logger``
+    with wandb on (:func:`bae_lens.train.wandb_logging`): SAELens's trainer logs to a
+    wandb run opened here, as SAELens's runner would.
     """
     for hook in (hook_in, hook_out):
         if hook not in model.hook_dict:
@@ -154,12 +157,22 @@ def train_transcoder(
             lr=lr,
             lr_end=lr / 10,  # SAELens runner's default; unused by the constant schedule
             device=cfg.device,
-            logger=LoggingConfig(log_to_wandb=False),
+            logger=logger or LoggingConfig(log_to_wandb=False),
         ),
         sae=sae,
         data_provider=(torch.cat([b[hook_in], b[hook_out]], dim=-1) for b in loader),
     )
-    trainer.fit()
+    if logger is not None and logger.log_to_wandb:
+        import wandb
+
+        wandb.init(project=logger.wandb_project, entity=logger.wandb_entity,
+                   name=logger.run_name, config=cfg.to_dict())  # fmt: skip
+        try:
+            trainer.fit()
+        finally:
+            wandb.finish()
+    else:
+        trainer.fit()
     inference = sae.to_inference(
         {
             "hook_name": hook_in,

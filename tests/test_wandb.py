@@ -20,8 +20,8 @@ HOOK = "blocks.0.hook_resid_post"
 
 @pytest.fixture
 def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """WANDB_MODE=offline under tmp_path; returns the list every logged payload is appended
-    to (``wandb.init`` rebinds ``wandb.log`` to its run's ``log``, so the spy sits on
+    """WANDB_MODE=offline under tmp_path; returns the list every logged payload (plus its
+    run's name as ``_run`` and whether it is offline as ``_offline``) is appended to (``wandb.init`` rebinds ``wandb.log`` to its run's ``log``, so the spy sits on
     ``Run.log``; the real method still runs)."""
     from wandb.sdk.wandb_run import Run
 
@@ -32,7 +32,7 @@ def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[
     real_log = Run.log
 
     def spy(self: Run, data: dict[str, Any], *args: Any, **kwargs: Any) -> None:
-        logged.append(dict(data))
+        logged.append(dict(data) | {"_run": self.name, "_offline": self.offline})
         real_log(self, data, *args, **kwargs)
 
     monkeypatch.setattr(Run, "log", spy)
@@ -77,3 +77,28 @@ def test_training_without_wandb_logs_nothing(
         store_batch_size_prompts=4,
     )  # fmt: skip
     assert offline_wandb == [] and not (tmp_path / "wandb").exists()
+
+
+def test_compare_logs_each_dictionary_to_its_own_run(
+    tiny_config: HookedTransformerConfig, tmp_path: Path, offline_wandb: list[dict[str, Any]]
+) -> None:
+    from bae_lens.compare import CompareSettings, run_compare
+
+    torch.manual_seed(0)
+    model = HookedSAETransformer(tiny_config).eval()
+    ids = torch.randint(1, 50, (48, 32))
+    train = Dataset.from_dict({"input_ids": ids.tolist()})
+    settings = CompareSettings(
+        hook=HOOK, expansion=2, training_tokens=512, batch_tokens=128, context_size=32,
+        n_batches_for_norm_estimate=2, exclude_special_tokens=False,
+    )  # fmt: skip
+    run_compare(
+        model, train, ids[:4], ["bae", "transcoder_bae"], settings, tmp_path / "w",
+        tmp_path / "out", eval_batch_size=4,
+        wandb=wandb_logging("bae-test", run_name="cmp", log_frequency=1),
+    )  # fmt: skip
+    runs = {record["_run"]: set(record) for record in offline_wandb}
+    assert set(runs) == {"cmp-bae", "cmp-transcoder_bae"}
+    assert any(k.startswith("metrics/bae/") for k in runs["cmp-bae"])
+    assert "losses/mse_loss" in runs["cmp-transcoder_bae"]
+    assert all(record["_offline"] for record in offline_wandb)

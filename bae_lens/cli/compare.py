@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from bae_lens.cli.preflight import add_overwrite_argument, check_compare
-from bae_lens.cli.train import add_run_arguments, check_run_arguments
+from bae_lens.cli.train import add_run_arguments, check_run_arguments, wandb_from_args
 from bae_lens.compare import DICTIONARIES, CompareSettings, check_dictionaries, run_compare
 from bae_lens.runtime import set_threads
 
@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         reuse=args.reuse,
         keep_cache=args.keep_cache,
         eval_batch_size=args.eval_batch_size,
+        wandb=wandb_from_args(args),
     )
     payload["wall_seconds"] = round(time.time() - started, 1)
     payload["command"] = "bae-lens compare " + " ".join(sys.argv[2:])

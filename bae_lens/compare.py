@@ -211,11 +211,13 @@ def run_compare(
     keep_cache: bool = False,
     eval_batch_size: int = 8,
     wandb: LoggingConfig | None = None,
+    extra_saes: Mapping[str, SAE[Any]] | None = None,
 ) -> dict[str, Any]:
     """Train (or, with ``reuse``, load) ``dictionaries`` under ``work_dir``, evaluate them on
     ``eval_tokens`` and write ``compare.md``, ``compare.json`` and ``l0_vs_ce.png`` to
     ``output_dir``. Returns the JSON payload. ``wandb``: each dictionary trained logs to
-    its own wandb run (:func:`bae_lens.train.wandb_logging`)."""
+    its own wandb run (:func:`bae_lens.train.wandb_logging`). ``extra_saes`` (already
+    trained, e.g. SAELens pretrained SAEs) are evaluated beside them, under their keys."""
     check_dictionaries(dictionaries)
     if settings.hook not in model.hook_dict:
         raise ValueError(f"hook_name={settings.hook!r} is not a hook of the model")
@@ -249,6 +251,7 @@ def run_compare(
     if todo and not keep_cache:
         shutil.rmtree(cache, ignore_errors=True)
     saes = {n: SAE.load_from_disk(work / n, device=settings.device) for n in dictionaries}
+    saes |= dict(extra_saes or {})
     results = evaluate_saes(model, saes, eval_tokens, eval_batch_size, clock=clock)
     logger.info(clock.summary_line())
     payload = {

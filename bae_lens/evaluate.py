@@ -384,18 +384,25 @@ def evaluate_folders(
     device: str = "cpu",
     eval_split: str = "auto",
 ) -> dict[str, SpliceMetrics]:
-    """Load the SAELens save ``folders`` (named by folder), evaluate them side by side on
+    """Load the SAELens save ``folders`` (named by folder) or SAELens pretrained SAEs given
+    as ``release/sae_id`` (named so, "/" written "__"), evaluate them side by side on
     ``dataset``'s held-out text and write eval.json, eval.md and histograms to ``output``."""
     from bae_lens import models
+    from bae_lens.io import load_sae_or_pretrained, pretrained_ref
     from bae_lens.transcoders import register_transcoders
 
     register_transcoders()
+    names = []
     for path in folders:
-        if not (Path(path) / "cfg.json").exists():
+        pretrained = pretrained_ref(path) is not None
+        if not pretrained and not (Path(path) / "cfg.json").exists():
             raise ValueError(f"{path!r} is not a SAELens save folder (no cfg.json)")
-    if len({Path(p).name for p in folders}) != len(folders):
+        names.append(path.replace("/", "__") if pretrained else Path(path).name)
+    if len(set(names)) != len(folders):
         raise ValueError(f"SAE folders {folders} have repeated names")
-    saes = {Path(p).name: SAE.load_from_disk(p, device=device) for p in folders}
+    saes = {
+        n: load_sae_or_pretrained(p, device=device) for n, p in zip(names, folders, strict=True)
+    }
     model = models.load_model(model_name or models.EMBEDDED_MODEL_NAME, device=device)
     tokens = load_eval_tokens(model, dataset, context_size, n_sequences, eval_split)
     overrides = dict.fromkeys(saes, hook) if hook else None

@@ -4,6 +4,7 @@
 architecture or a truncated ``sae_weights.safetensors`` fails deep inside json,
 safetensors or torch. :func:`load_sae` checks each of these first and raises
 FileNotFoundError or ValueError naming the file, then calls ``SAE.load_from_disk``.
+:func:`load_sae_or_pretrained` also takes a SAELens pretrained SAE as ``release/sae_id``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from sae_lens import SAE
 from sae_lens.constants import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME
+from sae_lens.loading import pretrained_saes_directory
 from sae_lens.loading.pretrained_sae_loaders import handle_config_defaulting
 from sae_lens.registry import SAE_CLASS_REGISTRY
 from safetensors import safe_open
@@ -109,6 +111,37 @@ def load_sae(path: str | Path, device: str = "cpu", dtype: str | None = None) ->
     cfg = read_sae_config(path)
     check_sae_weights(path, cfg)
     return SAE.load_from_disk(path, device=device, dtype=dtype)
+
+
+def pretrained_ref(name: str) -> tuple[str, str] | None:
+    """``(release, sae_id)`` when ``name`` is ``release/sae_id`` of a release in SAELens's
+    pretrained directory and not a local path; None otherwise (a folder).
+
+    >>> pretrained_ref("runs/bae") is None  # no release is called "runs"
+    True
+    """
+    if "/" not in name or Path(name).expanduser().exists():
+        return None
+    release, _, sae_id = name.partition("/")  # release names hold no "/"; sae ids may
+    directory = pretrained_saes_directory.get_pretrained_saes_directory()
+    if release not in directory:
+        return None
+    ids = directory[release].saes_map
+    if sae_id not in ids:
+        shown = ", ".join(list(ids)[:5]) + (", ..." if len(ids) > 5 else "")
+        raise ValueError(
+            f"{name!r}: SAELens release {release!r} has no SAE {sae_id!r}; ids: {shown}"
+        )
+    return release, sae_id
+
+
+def load_sae_or_pretrained(name: str, device: str = "cpu", dtype: str | None = None) -> SAE[Any]:
+    """A saved folder (:func:`load_sae`) or a SAELens pretrained SAE named ``release/sae_id``
+    (``SAE.from_pretrained(release, sae_id)``: the hub, or its local cache)."""
+    ref = pretrained_ref(name)
+    if ref is None:
+        return load_sae(name, device=device, dtype=dtype)
+    return SAE.from_pretrained(*ref, device=device, dtype=dtype or "float32")
 
 
 def load_bae(path: str | Path, device: str = "cpu", dtype: str | None = None) -> SAE[Any]:

@@ -8,6 +8,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -36,6 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--eval-sequences", type=int, default=32, help="held-out sequences")
     p.add_argument("--eval-batch-size", type=int, default=8)
+    p.add_argument(
+        "--extra-saes",
+        default="",
+        help="comma-separated saved SAE folders or SAELens pretrained SAEs (release/sae_id) "
+        "evaluated beside the trained dictionaries",
+    )
     p.add_argument("--work-dir", default="runs/compare", help="trained dictionaries + cache")
     p.add_argument("--output", default="benchmarks/results/compare", help="table, JSON, plot")
     p.add_argument("--reuse", action="store_true", help="load dictionaries already in --work-dir")
@@ -44,6 +51,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=42)
+
+
+def load_extra_saes(text: str, device: str) -> dict[str, Any]:
+    """``--extra-saes``: each folder (named by folder) or ``release/sae_id`` (named so,
+    "/" written "__"), loaded through :func:`bae_lens.io.load_sae_or_pretrained`."""
+    from bae_lens.io import load_sae_or_pretrained, pretrained_ref
+
+    extra = {}
+    for item in (s.strip() for s in text.split(",") if s.strip()):
+        name = item.replace("/", "__") if pretrained_ref(item) else Path(item).name
+        if name in extra or name in DICTIONARIES:
+            raise ValueError(f"--extra-saes {item}: the name {name!r} is taken")
+        extra[name] = load_sae_or_pretrained(item, device=device)
+    return extra
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.time()
     names = [n.strip() for n in args.dictionaries.split(",") if n.strip()]
     check_dictionaries(names)
+    extra = load_extra_saes(args.extra_saes, args.device)  # before the model: fail early
     model_name = args.model or models.EMBEDDED_MODEL_NAME
     model = models.load_model(model_name, device=args.device)
     train_set = load_data(
@@ -92,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         keep_cache=args.keep_cache,
         eval_batch_size=args.eval_batch_size,
         wandb=wandb_from_args(args),
+        extra_saes=extra,
     )
     payload["wall_seconds"] = round(time.time() - started, 1)
     payload["command"] = "bae-lens compare " + " ".join(sys.argv[2:])

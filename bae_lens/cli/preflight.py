@@ -184,12 +184,18 @@ def check_layers(option: str, layers: list[int], model_name: str | None) -> None
         raise ValueError(f"{option} {typed}: the model has layers 0..{n_layers - 1}")
 
 
-def check_sae_folders(option: str, folders: Iterable[str | Path]) -> None:
-    """Each folder is a saved dictionary: ``cfg.json`` valid and weights that fit it."""
-    from bae_lens.io import check_sae_weights, read_sae_config
+def check_sae_folders(
+    option: str, folders: Iterable[str | Path], *, pretrained: bool = False
+) -> None:
+    """Each folder is a saved dictionary: ``cfg.json`` valid and weights that fit it.
+    ``pretrained``: a SAELens pretrained SAE named ``release/sae_id`` passes too (its id
+    checked against SAELens's directory; the hub is not asked)."""
+    from bae_lens.io import check_sae_weights, pretrained_ref, read_sae_config
 
     for folder in folders:
         try:
+            if pretrained and pretrained_ref(str(folder)) is not None:
+                continue
             check_sae_weights(folder, read_sae_config(folder))
         except (ValueError, FileNotFoundError) as err:
             raise ValueError(f"{option} {folder}: not a usable saved dictionary: {err}") from None
@@ -312,7 +318,7 @@ def check_evaluate(args: argparse.Namespace) -> None:
             raise ValueError(
                 f"--{option.replace('_', '-')} {getattr(args, option)}: must be >= {low}"
             )
-    check_sae_folders("saes", args.saes)
+    check_sae_folders("saes", args.saes, pretrained=True)
     check_output_folder("--output", args.output, resumes=True)
     check_dataset("--dataset", args.dataset, ["eval"])
     if args.hook is not None:

@@ -79,6 +79,22 @@ def is_embedded_name(name: str) -> bool:
     return name.strip().lower() in _EMBEDDED_ALIASES
 
 
+def reloadable_model_name(name: str) -> str:
+    """The name a saved SAE records as ``metadata.model_name``: the hub name of an offline
+    model (``HuggingFaceTB/SmolLM2-135M-Instruct``, ``google/gemma-3-270m``), which
+    :func:`bae_lens.models.load_model` loads offline and other tools know; any other name
+    unchanged.
+
+    >>> reloadable_model_name("smollm2-135m-instruct")
+    'HuggingFaceTB/SmolLM2-135M-Instruct'
+    """
+    if is_embedded_name(name):
+        return EMBEDDED_HF_NAME
+    if name.strip().lower() == GEMMA_MODEL_NAME:
+        return GEMMA_HF_NAME
+    return name
+
+
 def is_gemma_name(name: str) -> bool:
     """True for ``GEMMA_MODEL_NAME``, and for ``GEMMA_HF_NAME`` when its package is installed
     (without it, the hub name goes to TransformerLens's hub route)."""

@@ -44,7 +44,8 @@ import logging
 import math
 import time
 import warnings
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -69,6 +70,9 @@ from bae_lens.model_cache import (
     is_gemma_name,
     load_embedded_tokenizer,
 )
+
+if TYPE_CHECKING:
+    from sae_lens import SAE
 
 logger = logging.getLogger(__name__)
 
@@ -286,6 +290,39 @@ def load_model(
     model.requires_grad_(False)
     model.eval()
     logger.info("Loaded %s (%s) in %.1f s", name, model_class.__name__, time.perf_counter() - start)
+    return model
+
+
+def load_model_for_sae(
+    folder_or_sae: str | Path | SAE[Any],
+    device: str = "cpu",
+    model_class: type[HookedTransformer] = HookedTransformer,
+) -> HookedTransformer:
+    """The model a saved SAE was trained on, from its metadata alone: ``model_name`` (for
+    the embedded model its hub name, loaded offline) and ``model_from_pretrained_kwargs``'
+    ``default_prepend_bos``. Raises ValueError when the metadata names no model or the
+    model lacks the SAE's hook."""
+    if isinstance(folder_or_sae, (str, Path)):
+        from bae_lens.io import read_sae_config
+
+        metadata = read_sae_config(folder_or_sae).get("metadata") or {}
+        where = str(folder_or_sae)
+    else:
+        metadata = folder_or_sae.cfg.metadata.to_dict()
+        where = type(folder_or_sae).__name__
+    name = metadata.get("model_name")
+    if not name or name == "custom":
+        raise ValueError(f"{where}: metadata.model_name={name!r} names no loadable model")
+    kwargs = metadata.get("model_from_pretrained_kwargs") or {}
+    model = load_model(
+        name,
+        device=device,
+        model_class=model_class,
+        default_prepend_bos=bool(kwargs.get("default_prepend_bos", True)),
+    )
+    hook = metadata.get("hook_name")
+    if hook is not None and hook not in model.hook_dict:
+        raise ValueError(f"{where}: metadata.hook_name={hook!r} is not a hook of {name!r}")
     return model
 
 

@@ -36,6 +36,7 @@ from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunne
 from sae_lens.saes.sae import TrainingSAE, TrainingSAEConfig
 from tqdm.auto import tqdm
 
+from bae_lens.model_cache import reloadable_model_name
 from bae_lens.stages import StageClock
 
 logger = logging.getLogger(__name__)
@@ -179,6 +180,9 @@ def train_sae(
         device=device, seed=seed, store_batch_size_prompts=store_batch_size_prompts,
         is_dataset_tokenized="input_ids" in dataset.column_names,
     )  # fmt: skip
+    # recorded in the saved metadata, so the model can be reloaded as it was run
+    prepend_bos = bool(getattr(model.cfg, "default_prepend_bos", True))
+    settings["model_from_pretrained_kwargs"] = {"default_prepend_bos": prepend_bos}
     cfg = LanguageModelSAERunnerConfig(**(settings | runner_overrides))
     runner = runner_cls(cfg, override_dataset=dataset, override_model=model)
     estimates_norm = (
@@ -261,7 +265,7 @@ def runner_settings(
     ``output_dir`` and nowhere else."""
     return {
         "sae": sae_cfg,
-        "model_name": model_name,
+        "model_name": reloadable_model_name(model_name),
         "hook_name": hook_name,
         "dataset_path": "",
         "is_dataset_tokenized": is_dataset_tokenized,

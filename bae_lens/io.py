@@ -9,6 +9,7 @@ FileNotFoundError or ValueError naming the file, then calls ``SAE.load_from_disk
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from sae_lens import SAE
 from sae_lens.constants import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME
 from sae_lens.loading import pretrained_saes_directory
 from sae_lens.loading.pretrained_sae_loaders import handle_config_defaulting
-from sae_lens.registry import SAE_CLASS_REGISTRY
+from sae_lens.registry import SAE_CLASS_REGISTRY, SAE_TRAINING_CLASS_REGISTRY
 from safetensors import safe_open
 
 _CORE_WEIGHTS = ("W_enc", "W_dec", "b_enc", "b_dec")
@@ -88,6 +89,13 @@ def check_sae_weights(path: str | Path, cfg: dict[str, Any]) -> None:
             f"{str(weights_path)!r} lacks {missing} needed by architecture "
             f"{cfg.get('architecture', 'standard')!r} (has {sorted(shapes)})"
         )
+    unexpected = sorted(set(shapes) - set(expected))
+    if unexpected:
+        raise ValueError(
+            f"{str(weights_path)!r} holds {unexpected}, which architecture "
+            f"{cfg.get('architecture', 'standard')!r} has not (it has {sorted(expected)}); "
+            "is cfg.json's architecture right?"
+        )
     for name, shape in shapes.items():
         if name in expected and expected[name] != shape:
             raise ValueError(
@@ -96,12 +104,67 @@ def check_sae_weights(path: str | Path, cfg: dict[str, Any]) -> None:
             )
 
 
+RUNNER_CFG_FILENAME = "runner_cfg.json"
+
+
+def _config_fields(architecture: str) -> set[str]:
+    return {f.name for f in dataclasses.fields(SAE_CLASS_REGISTRY[architecture][1])}
+
+
+def _trained_as(runner_path: Path) -> str | None:
+    """The inference architecture of the dictionary that ``runner_cfg.json`` says was
+    trained (a training architecture may save as another: batchtopk as jumprelu), or None
+    when the file is absent or its architecture is not registered here."""
+    try:
+        sae = json.loads(runner_path.read_text())["sae"]
+        training_cfg_cls = SAE_TRAINING_CLASS_REGISTRY[sae["architecture"]][1]
+        inference_cls = training_cfg_cls.from_dict(sae).get_inference_config_class()
+    except Exception:  # absent, unreadable, unregistered: nothing to compare with
+        return None
+    return next((a for a, (_, c) in SAE_CLASS_REGISTRY.items() if c is inference_cls), None)
+
+
+def check_architecture_claim(path: str | Path, cfg: dict[str, Any]) -> None:
+    """The architecture ``cfg.json`` names is the one that wrote the folder.
+
+    A cfg.json edited to say "standard" over a BAE's weights loads (the tensors have the
+    same names and shapes) and evaluates as nonsense. Two traces give it away: fields that
+    only another architecture's config has (``bits_per_feature``, ``binarization``, ... for
+    a BAE; ``k`` for TopK), and the architecture SAELens's runner recorded in
+    ``runner_cfg.json`` when it trained the dictionary. Either one contradicting
+    ``architecture`` is a ValueError naming both.
+    """
+    path = Path(path)
+    claimed = cfg.get("architecture", "standard")
+    where = str(path / SAE_CFG_FILENAME)
+    trained = _trained_as(path / RUNNER_CFG_FILENAME)
+    if trained is not None and trained != claimed:
+        raise ValueError(
+            f"{where!r}: architecture={claimed!r}, but {RUNNER_CFG_FILENAME} says the weights "
+            f"were trained as a dictionary saved as {trained!r}; set architecture={trained!r}"
+        )
+    own = _config_fields(claimed)
+    owners: dict[str, list[str]] = {}
+    for arch in SAE_CLASS_REGISTRY:
+        keys = sorted(k for k in cfg if k in _config_fields(arch) and k not in own)
+        if keys:
+            owners[arch] = keys
+    if owners:
+        keys = sorted({k for ks in owners.values() for k in ks})
+        raise ValueError(
+            f"{where!r}: architecture={claimed!r}, but it holds {keys}, fields of "
+            f"{sorted(owners)} that {claimed!r} has not: the weights were likely written "
+            "by one of those (fix architecture)"
+        )
+
+
 def load_sae(path: str | Path, device: str = "cpu", dtype: str | None = None) -> SAE[Any]:
     """Checked ``SAE.load_from_disk``: any registered architecture, "bae" included.
 
     Raises FileNotFoundError (missing directory or file) or ValueError (unparseable or
-    invalid cfg.json, unknown architecture, truncated weights, shapes not matching
-    cfg.json), each naming the path.
+    invalid cfg.json, unknown architecture, an architecture contradicted by the folder
+    (:func:`check_architecture_claim`), truncated weights, tensors missing, unexpected or
+    of shapes not matching cfg.json), each naming the path.
     """
     if device != "meta":
         try:
@@ -109,6 +172,7 @@ def load_sae(path: str | Path, device: str = "cpu", dtype: str | None = None) ->
         except RuntimeError as err:
             raise ValueError(f"device={device!r} is not a torch device ({err})") from None
     cfg = read_sae_config(path)
+    check_architecture_claim(path, cfg)
     check_sae_weights(path, cfg)
     return SAE.load_from_disk(path, device=device, dtype=dtype)
 

@@ -9,6 +9,7 @@ fail loudly once fixed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -25,7 +26,13 @@ from typing import Any
 import pytest
 import torch
 from datasets import Dataset
-from sae_lens import HookedSAETransformer, StandardSAE, StandardSAEConfig
+from sae_lens import (
+    HookedSAETransformer,
+    JumpReLUSAE,
+    JumpReLUSAEConfig,
+    StandardSAE,
+    StandardSAEConfig,
+)
 from safetensors.torch import save_file
 from transformer_lens import HookedTransformerConfig
 
@@ -100,6 +107,26 @@ def _truncated(tmp: Path) -> Path:
 def _standard(tmp: Path) -> Path:
     StandardSAE(StandardSAEConfig(d_in=8, d_sae=16)).save_model(tmp / "standard")
     return tmp / "standard"
+
+
+def _bae_run_claiming_standard(tmp: Path) -> Path:
+    """A BAE's folder whose cfg.json was rewritten as a standard SAE's (no BAE field left);
+    only runner_cfg.json still says what trained the weights."""
+    path = _saved(tmp)
+    cfg = json.loads((path / "cfg.json").read_text())
+    keep = {f.name for f in dataclasses.fields(StandardSAEConfig)}
+    standard = {k: v for k, v in cfg.items() if k in keep} | {"architecture": "standard"}
+    (path / "cfg.json").write_text(json.dumps(standard))
+    runner = {"sae": TrainCfg(d_in=8, d_sae=16).to_dict() | {"architecture": "bae"}}
+    (path / "runner_cfg.json").write_text(json.dumps(runner))
+    return path
+
+
+def _jumprelu_claiming_standard(tmp: Path) -> Path:
+    JumpReLUSAE(JumpReLUSAEConfig(d_in=8, d_sae=16)).save_model(tmp / "jumprelu")
+    cfg = json.loads((tmp / "jumprelu" / "cfg.json").read_text()) | {"architecture": "standard"}
+    (tmp / "jumprelu" / "cfg.json").write_text(json.dumps(cfg))
+    return tmp / "jumprelu"
 
 
 def _pickle(tmp: Path, obj: Any, name: str = "x.pkl") -> Path:
@@ -237,6 +264,25 @@ CASES: list[tuple[str, Call, type[Exception], str]] = [
         "architecture='standard', expected 'bae'",
     ),
     ("bad device", lambda c: load_sae(_saved(c.tmp), device="gpu0"), ValueError, "'gpu0'"),
+    (
+        "cfg.json says standard over a BAE's weights",
+        lambda c: load_sae(_edit_cfg(c.tmp, architecture="standard")),
+        ValueError,
+        r"architecture='standard', but it holds \[.*'binarization'.*fields of \['bae'",
+    ),
+    (
+        "runner_cfg.json says the BAE trained the weights",
+        lambda c: load_sae(_bae_run_claiming_standard(c.tmp)),
+        ValueError,
+        "architecture='standard', but runner_cfg.json says the weights were trained as a "
+        "dictionary saved as 'bae'",
+    ),
+    (
+        "weights with a tensor the architecture lacks",
+        lambda c: load_sae(_jumprelu_claiming_standard(c.tmp)),
+        ValueError,
+        r"holds \['threshold'\], which architecture 'standard' has not",
+    ),
     # --- training
     (
         "hook the model lacks",
@@ -471,6 +517,12 @@ PREFLIGHT_CASES: list[tuple[str, list[str], str]] = [
      "saes {tmp}/none: not a usable saved dictionary: SAE directory"),
     ("eval truncated weights", ["eval", "{tmp}/truncated", "--output", "{tmp}/o"],
      "saes {tmp}/truncated: not a usable saved dictionary: "),
+    (
+        "eval BAE weights under a standard cfg.json",
+        ["eval", "{tmp}/sae", "--output", "{tmp}/o"],
+        "saes {tmp}/sae: not a usable saved dictionary: '{tmp}/sae/cfg.json': "
+        "architecture='standard', but it holds [",
+    ),
     ("eval output is a file", ["eval", "{tmp}/bae", "--output", "{tmp}/file.txt"],
      "--output {tmp}/file.txt: is an existing file"),
     ("eval hook", ["eval", "{tmp}/bae", "--hook", "blocks.99.hook_resid_post", "--dataset",
@@ -581,6 +633,7 @@ def test_preflight_fails_fast_with_one_line(
     _forbid_expensive_steps(monkeypatch)
     _saved(tmp_path, "bae")
     _truncated(tmp_path).rename(tmp_path / "truncated")
+    _edit_cfg(tmp_path, architecture="standard")  # {tmp}/sae: a BAE's weights
     _saved(tmp_path / "work", "bae")
     (tmp_path / "file.txt").write_text("x")
     (tmp_path / "data.txt").write_text("Some text.\n\nMore text.\n")

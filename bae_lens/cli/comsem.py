@@ -80,11 +80,10 @@ def _labelled(paths: list[str]) -> dict[str, Path]:
 
 
 def _collections(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    from sae_lens import SAE
-
     from bae_lens import models
     from bae_lens.comsem.collect import Collection, collect_many
     from bae_lens.evaluate import load_eval_tokens
+    from bae_lens.io import load_sae
 
     folders = _labelled(args.saes)
     result: dict[str, Collection] = {}
@@ -92,9 +91,7 @@ def _collections(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         path = out / f"collection_{label}.json"
         if args.reuse_collection and path.exists():
             result[label] = Collection.from_json(json.loads(path.read_text()))
-    todo = {
-        n: SAE.load_from_disk(f, device=args.device) for n, f in folders.items() if n not in result
-    }
+    todo = {n: load_sae(f, device=args.device) for n, f in folders.items() if n not in result}
     if todo:
         model = models.load_model(args.model or models.EMBEDDED_MODEL_NAME, device=args.device)
         tokens = load_eval_tokens(model, args.dataset, args.context_size, args.sequences)

@@ -187,16 +187,24 @@ def check_layers(option: str, layers: list[int], model_name: str | None) -> None
 def check_sae_folders(
     option: str, folders: Iterable[str | Path], *, pretrained: bool = False
 ) -> None:
-    """Each folder is a saved dictionary: ``cfg.json`` valid and weights that fit it.
+    """Each folder is a saved dictionary: ``cfg.json`` valid, its architecture the one
+    that wrote the folder, and weights that fit it.
     ``pretrained``: a SAELens pretrained SAE named ``release/sae_id`` passes too (its id
     checked against SAELens's directory; the hub is not asked)."""
-    from bae_lens.io import check_sae_weights, pretrained_ref, read_sae_config
+    from bae_lens.io import (
+        check_architecture_claim,
+        check_sae_weights,
+        pretrained_ref,
+        read_sae_config,
+    )
 
     for folder in folders:
         try:
             if pretrained and pretrained_ref(str(folder)) is not None:
                 continue
-            check_sae_weights(folder, read_sae_config(folder))
+            cfg = read_sae_config(folder)
+            check_architecture_claim(folder, cfg)
+            check_sae_weights(folder, cfg)
         except (ValueError, FileNotFoundError) as err:
             raise ValueError(f"{option} {folder}: not a usable saved dictionary: {err}") from None
 

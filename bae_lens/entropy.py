@@ -45,14 +45,20 @@ DEFAULT_INFORMATIVE_THRESHOLD = 0.01
 """A bit "carries information" when Hb(p) exceeds this many bits (p in ~(0.0009, 0.9991))."""
 
 
+ENTROPY_FLOOR_BITS = 0.5
+"""Entropy changes below this many bits count as a plateau whatever the relative change."""
+COLLAPSED_EV = 0.05
+"""Held-out explained variance below which a set's code is reported as collapsed."""
+
+
 class Convergence(NamedTuple):
     """Whether a set's BAE had stopped changing when its training ended.
 
     Every ``check_every`` steps the held-out rows are encoded: their code's entropy (sum of
     marginals, bits) and explained variance go into ``trajectory``. Training has converged
     when, over the last ``patience`` checks, the entropy moved by less than ``tolerance``
-    (relative) and the explained variance by less than ``ev_tolerance`` (absolute), after
-    every warm-up of the loss had ended."""
+    (relative; or by less than half a bit) and the explained variance by less than
+    ``ev_tolerance`` (absolute), after every warm-up of the loss had ended."""
 
     converged: bool
     steps: int
@@ -66,9 +72,15 @@ class Convergence(NamedTuple):
     ev_tolerance: float
     patience: int
 
+    @property
+    def collapsed(self) -> bool:
+        """The last check's explained variance is below ``COLLAPSED_EV``."""
+        return bool(self.trajectory) and self.trajectory[-1][2] < COLLAPSED_EV
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "converged": self.converged,
+            "collapsed": self.collapsed,
             "steps": self.steps,
             "held_out_rows": self.held_out_rows,
             "criterion": f"over the last {self.patience} checks: entropy within "
@@ -96,8 +108,9 @@ def plateaued(
     window = trajectory[-(patience + 1) :]
     hs = [h for _, h, _ in window]
     evs = [ev for _, _, ev in window]
-    moved = (max(hs) - min(hs)) / max(abs(sum(hs) / len(hs)), 1.0)
-    return moved < tolerance and max(evs) - min(evs) < ev_tolerance
+    moved = max(hs) - min(hs)
+    allowed = max(tolerance * abs(sum(hs) / len(hs)), ENTROPY_FLOOR_BITS)
+    return moved < allowed and max(evs) - min(evs) < ev_tolerance
 
 
 class EntropyEstimate(NamedTuple):
@@ -388,6 +401,13 @@ def train_set_bae(
     sae.convergence = Convergence(  # type: ignore[attr-defined]
         converged, done, trajectory, n_val, tolerance, ev_tolerance, patience
     )
+    if trajectory[-1][2] < COLLAPSED_EV:
+        logger.warning(
+            "ENTROPY ESTIMATE FROM A COLLAPSED CODE (d_sae=%d): held-out explained variance "
+            "%.3f, entropy %.1f bits. The price is too high for this set at this scale; the "
+            "estimate measures the price, not the set.",
+            d_sae, trajectory[-1][2], trajectory[-1][1],
+        )  # fmt: skip
     if not converged:
         last = trajectory[-(patience + 1) :]
         logger.warning(

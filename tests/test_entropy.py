@@ -271,3 +271,12 @@ def test_an_unfinished_warm_up_is_never_called_converged() -> None:
     sae = train_set_bae(data.x, 16, steps=200, batch_size=128, check_every=10, early_stop=True,
                         entropy_coefficient=0.0, entropy_start_step=10_000)  # fmt: skip
     assert sae.convergence.steps == 200 and not sae.convergence.converged
+
+
+def test_a_price_that_kills_the_code_is_reported_as_collapsed(caplog) -> None:
+    data = synthetic_binary_set(2048, 16, 3, noise=0.05, seed=0)
+    with caplog.at_level("WARNING", logger="bae_lens.entropy"):
+        sae = train_set_bae(data.x, 32, steps=300, batch_size=256, lr=3e-3, normalize="none",
+                            entropy_coefficient=100.0, covariance_coefficient=0.0)  # fmt: skip
+    assert sae.convergence.collapsed and sae.convergence.to_dict()["collapsed"] is True
+    assert "COLLAPSED" in caplog.text

@@ -47,7 +47,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sequences", type=int, default=64, help="sequences of the eval split")
     p.add_argument("--context-size", type=int, default=128)
     p.add_argument("--expansion", type=int, default=4, help="d_sae = expansion * d_model")
-    p.add_argument("--steps", type=int, default=200, help="BAE training steps per layer")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=2000,
+        help="step budget of each BAE; training stops earlier once the held-out entropy and "
+        "explained variance plateau, and an estimate whose BAE never plateaued is flagged "
+        "NOT CONVERGED",
+    )
+    p.add_argument(
+        "--no-early-stop", action="store_true", help="train every --steps step (still flagged)"
+    )
     p.add_argument("--batch-size", type=int, default=512, help="BAE minibatch (rows)")
     add_config_options(
         p,
@@ -77,6 +87,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _train_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "steps": args.steps,
+        "early_stop": not args.no_early_stop,
         "batch_size": args.batch_size,
         "entropy_coefficient": args.entropy_coefficient,
         "covariance_coefficient": args.covariance_coefficient,
@@ -110,6 +121,9 @@ def _icl_command(model_name: str, args: argparse.Namespace, layers: list[int]) -
     curve = icl.icl_entropy_curve(
         states, expansion=args.expansion, seed=args.seed, progress=True, **_train_options(args)
     )
+    for layer, conv in (curve.convergence or {}).items():
+        if not conv["converged"]:
+            print(f"layer {layer}: BAE NOT CONVERGED after {conv['steps']} steps")
     for i, (k, accuracy) in enumerate(zip(curve.ks, curve.accuracy, strict=True)):
         bits = " ".join(f"{curve.entropy_bits[la][i]:7.1f}" for la in layers)
         print(f"k={k:<3d} accuracy {accuracy:.3f}  entropy by layer {bits}")
@@ -144,9 +158,14 @@ def _corpus_command(model_name: str, args: argparse.Namespace, layers: list[int]
         per_position=args.per_position, seed=args.seed, **_train_options(args),
     )  # fmt: skip
     for hook, entry in layers_result.items():
+        conv = entry.get("convergence")
+        flag = "" if conv is None else (
+            f"  converged in {conv['steps']} steps" if conv["converged"]
+            else f"  NOT CONVERGED after {conv['steps']} steps"
+        )  # fmt: skip
         print(
             f"{hook:<28} H = {entry['entropy_bits']:8.1f} bits  informative "
-            f"{entry['n_informative']}/{entry['n_bits']}  over {entry['n_samples']} tokens"
+            f"{entry['n_informative']}/{entry['n_bits']}  over {entry['n_samples']} tokens{flag}"
         )
     return {"layers": layers_result, "n_sequences": int(tokens.shape[0])}
 

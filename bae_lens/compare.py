@@ -14,7 +14,8 @@ Dictionaries (names accepted by ``--dictionaries``):
   recovered is measured against zero-ablating that MLP's output, not the hook.
 
 All of them train on one activation cache (:func:`bae_lens.baselines.cache_activations`),
-at width ``expansion * d_model``, with the same tokens, batch size, learning rate and seed.
+at width ``expansion * d_in`` (d_in: the hook's width, d_mlp at ``mlp.hook_post``), with
+the same tokens, batch size, learning rate and seed.
 Metrics are those of :mod:`bae_lens.evaluate`.
 """
 
@@ -130,6 +131,7 @@ def train_dictionary(
 ) -> None:
     """Train dictionary ``name`` on the cached activations and save it to ``out``; with
     ``wandb``, as its own wandb run named ``<run name or "compare">-<name>``."""
+    from bae_lens.models import hook_width
     from bae_lens.train import train_sae
 
     common: dict[str, Any] = {
@@ -144,14 +146,14 @@ def train_dictionary(
     if wandb is not None:
         common["logger"] = replace(wandb, run_name=f"{wandb.run_name or 'compare'}-{name}")
     torch.manual_seed(s.seed)
-    d_in = model.cfg.d_model
     if name in TRANSCODERS:
         hook_in, hook_out = transcoder_hooks(s.hook)
-        cfg = _transcoder_config(name, d_in, s)
+        cfg = _transcoder_config(name, model.cfg.d_model, s)  # ln2 -> mlp_out: both d_model
         train_transcoder(
             model, cfg, hook_in, hook_out, out, cached_activations_path=cache, **common
         )
         return
+    d_in = hook_width(model.cfg, s.hook)  # d_mlp at mlp.hook_post, d_model on the residual
     train_sae(
         model,
         train_set,

@@ -166,6 +166,7 @@ def train_sae(
     """
     if hook_name not in model.hook_dict:
         raise ValueError(f"hook_name={hook_name!r} is not a hook of the model")
+    check_hook_width(model, hook_name, sae_cfg.d_in, "hook_head_index" in runner_overrides)
     if training_tokens < train_batch_size_tokens:
         raise ValueError(
             f"training_tokens={training_tokens} is smaller than one batch "
@@ -216,6 +217,27 @@ def train_sae(
 
 
 _STORE_STAGES = ("tokenisation", "activation generation", "norm estimate")
+
+
+def check_hook_width(model: Any, hook_name: str, d_in: int, one_head: bool = False) -> None:
+    """The activation at ``hook_name`` is ``d_in`` wide per token (``d_mlp`` for
+    ``mlp.hook_post``, not ``d_model``), read from a meta-device forward of the model's
+    config (:func:`bae_lens.models.hook_width`); skipped for a model without a
+    TransformerLens config, and for one head of an attention hook (``hook_head_index``)."""
+    from transformer_lens import HookedTransformerConfig
+
+    from bae_lens.models import hook_width
+
+    cfg = getattr(model, "cfg", None)
+    if one_head or not isinstance(cfg, HookedTransformerConfig):
+        return
+    width = hook_width(cfg, hook_name)
+    if width != d_in:
+        raise ValueError(
+            f"hook_name={hook_name!r} carries {width} values per token but the SAE has "
+            f"d_in={d_in}; size it from the hook (bae_lens.models.hook_width), not d_model"
+        )
+
 
 WANDB_PROJECT = "bae-lens"
 

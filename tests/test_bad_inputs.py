@@ -41,6 +41,7 @@ from bae_lens import BinaryAutoencoder, BinaryAutoencoderConfig
 from bae_lens import BinaryAutoencoderTrainingConfig as TrainCfg
 from bae_lens.cli import main as cli_main
 from bae_lens.collectives import shard_rows
+from bae_lens.corpus import load_data
 from bae_lens.distributed import iterate_batches, load_activations
 from bae_lens.distributed import main as distributed_main
 from bae_lens.io import load_bae, load_sae
@@ -91,6 +92,11 @@ def _write(directory: Path, name: str, text: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / name).write_text(text)
     return directory
+
+
+def _write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
 
 
 def _truncate(path: Path, n_bytes: int) -> Path:
@@ -298,6 +304,12 @@ CASES: list[tuple[str, Call, type[Exception], str]] = [
     ),
     ("too few tokens", lambda c: _train(c, training_tokens=10), ValueError, "training_tokens=10"),
     (
+        "SAE sized from d_model at an MLP hook",
+        lambda c: _train(c, hook="blocks.0.mlp.hook_post"),
+        ValueError,
+        "'blocks.0.mlp.hook_post' carries 32 values per token but the SAE has d_in=8",
+    ),
+    (
         "no checkpoints",
         lambda c: train_sae_resumable(
             c.model, None, None, HOOK, c.tmp, checkpoint_dir=c.tmp, n_checkpoints=0
@@ -394,6 +406,20 @@ CASES: list[tuple[str, Call, type[Exception], str]] = [
         lambda c: _bae().encode(torch.ones(2, 8, dtype=torch.complex64)),
         ValueError,
         "complex",
+    ),
+    (
+        "binary dataset file",
+        lambda c: load_data(str(_write_bytes(c.tmp / "b.txt", b"PK\x03\x04\0\0\x14")), "train"),
+        ValueError,
+        r"b.txt' holds NUL bytes \(a binary file\?\)",
+    ),
+    (
+        "broken JSON lines",
+        lambda c: load_data(
+            str(_write(c.tmp, "d.jsonl", '{"text": "a"}\n{"text": \n') / "d.jsonl"), "all"
+        ),
+        ValueError,
+        r"d.jsonl' could not be read as json \(ArrowInvalid",
     ),
     pytest.param(  # type: ignore[list-item]
         "empty text corpus",
@@ -651,3 +677,20 @@ def test_preflight_fails_fast_with_one_line(
     assert SECRET not in err
     assert seconds < 20, f"took {seconds:.1f} s to fail"
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_a_hook_narrower_or_wider_than_d_model_trains_at_its_own_width(
+    tmp_path: Path, tiny_model: HookedSAETransformer
+) -> None:
+    from bae_lens.models import hook_width
+
+    hook = "blocks.0.mlp.hook_post"
+    d_in = hook_width(tiny_model.cfg, hook)
+    assert (d_in, tiny_model.cfg.d_model) == (32, 8)
+    ds = Dataset.from_dict({"input_ids": [[1, 2, 3, 4, 5, 6, 7, 8]] * 8})
+    sae = train_sae(
+        tiny_model, ds, TrainCfg(d_in=d_in, d_sae=2 * d_in), hook, tmp_path / "out",
+        training_tokens=64, train_batch_size_tokens=16, context_size=8,
+        is_dataset_tokenized=True, n_batches_for_norm_estimate=1,
+    )  # fmt: skip
+    assert sae.W_enc.shape == (32, 64) and torch.isfinite(sae.W_enc).all()

@@ -42,7 +42,14 @@ from sae_lens.saes.sae import (
 from torch import Tensor, nn
 from typing_extensions import override
 
-from bae_lens.binarize import ESTIMATORS, binarize, bits_to_values, square_wave_code, step_code
+from bae_lens.binarize import (
+    ESTIMATORS,
+    binarize,
+    bit_weights,
+    bits_to_values,
+    square_wave_code,
+    step_code,
+)
 from bae_lens.collectives import gather_rows, global_firing_rates
 from bae_lens.penalties import (
     DEPENDENCE_PENALTIES,
@@ -257,7 +264,16 @@ class _BinaryEncoding:
 
 
 class BinaryAutoencoder(_BinaryEncoding, SAE[BinaryAutoencoderConfig]):
-    """Inference BAE: ``encode`` gives the decoder's input values (0/1 when k = 1)."""
+    """Inference BAE: ``encode`` gives the decoder's input values (0/1 when k = 1).
+
+    Gradients pass through the code straight: ``encode``'s values are exactly the hard
+    code, and its backward pass uses the identity, dL/dz = dL/dh (for the square wave, the
+    derivative of its first Fourier term, as in training; :mod:`bae_lens.binarize`). So a
+    backward hook on ``hook_sae_acts_post`` fires, and attribution patching (gradient times
+    feature change) works, also through ``HookedSAETransformer`` with ``use_error_term``.
+    The step itself has zero gradient almost everywhere: these gradients are straight-through
+    estimates (the "identity" training estimator), not derivatives of the forward function.
+    """
 
     b_enc: nn.Parameter
 
@@ -267,7 +283,8 @@ class BinaryAutoencoder(_BinaryEncoding, SAE[BinaryAutoencoderConfig]):
 
     @override
     def encode(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
-        bits = self.code(self.hidden_pre(x))
+        estimator = "square_wave" if self.cfg.binarization == "square_wave" else "identity"
+        bits = binarize(self.hidden_pre(x), estimator, period=self.cfg.square_wave_period)
         return self.hook_sae_acts_post(bits_to_values(bits, self.cfg.bits_per_feature))
 
 
@@ -464,12 +481,18 @@ class BinaryAutoencoderTraining(_BinaryEncoding, TrainingSAE[BinaryAutoencoderTr
         return self.hook_sae_acts_post(values), hidden_pre
 
     @torch.no_grad()
-    def initialize_from_batch(self, sae_in: Float[Tensor, "n d_in"]) -> None:
+    def initialize_from_batch(self, sae_in: Float[Tensor, "... d_in"]) -> None:
         """Data-dependent start (see ``init_firing_rate``): b_dec = batch mean, and each bit's
-        b_enc set so the bit fires on ``init_firing_rate`` of the batch's rows."""
+        b_enc set so the bit fires on ``init_firing_rate`` of the batch's rows. Any leading
+        shape (``[batch, pos, d_in]``) counts as rows; a batch with no rows is skipped with a
+        warning and leaves the weights as they are."""
         self._check_input(sae_in)
+        rows = sae_in.reshape(-1, sae_in.shape[-1])  # [batch*pos, d_in]
+        if rows.shape[0] == 0:
+            logger.warning("data-dependent start skipped: the batch has no rows")
+            return
         rate = self.cfg.init_firing_rate
-        x = self.run_time_activation_norm_fn_in(sae_in.to(self.dtype))
+        x = self.run_time_activation_norm_fn_in(rows.to(self.dtype))
         self.b_dec.data.copy_(x.mean(dim=0))
         # Same input as hidden_pre: b_dec is subtracted only when apply_b_dec_to_input.
         z = (x - self.b_dec * self.cfg.apply_b_dec_to_input) @ self.W_enc  # [n, n_bits]
@@ -604,11 +627,54 @@ def _register_one(
         )
 
 
+def featurewise_weight_metrics(sae: Any) -> dict[str, list[float]]:
+    """SAELens's per-feature weight metrics for a BAE with ``bits_per_feature = k > 1``.
+
+    SAELens's ``get_featurewise_weight_based_metrics`` pairs column j of W_enc with row j of
+    W_dec, which fails when W_enc has d_sae * k columns. Here feature j's encoder direction
+    is its k bits' columns combined with the weights ``2^i / (2^k - 1)`` by which
+    ``bits_to_values`` combines the bits, and its bias the same combination of theirs; then
+    encoder_norm, encoder_decoder_cosine_sim and encoder_bias are SAELens's, one per feature.
+    """
+    k = sae.cfg.bits_per_feature
+    weights = bit_weights(k, device=sae.W_enc.device, dtype=sae.W_enc.dtype)
+    w_enc = rearrange(sae.W_enc.detach(), "d (f k) -> d f k", k=k) @ weights  # [d_in, d_sae]
+    b_enc = rearrange(sae.b_enc.detach(), "(f k) -> f k", k=k) @ weights  # [d_sae]
+    cosine = torch.nn.functional.cosine_similarity(w_enc.T, sae.W_dec.detach(), dim=-1)
+    return {
+        "encoder_norm": w_enc.norm(dim=0).cpu().tolist(),
+        "encoder_decoder_cosine_sim": cosine.cpu().tolist(),
+        "encoder_bias": b_enc.cpu().tolist(),
+    }
+
+
+def _install_featurewise_metrics() -> None:
+    """Route SAELens's featurewise weight metrics for a BAE with k > 1 bits per feature
+    to :func:`featurewise_weight_metrics` (``run_evals`` looks the function up in its
+    module at call time); every other SAE keeps SAELens's own. Idempotent."""
+    import sae_lens.evals as evals
+
+    original = evals.get_featurewise_weight_based_metrics
+    if getattr(original, "_bae_lens", False):
+        return
+
+    def metrics(sae: Any) -> dict[str, Any]:
+        if isinstance(sae, _BinaryEncoding) and sae.cfg.bits_per_feature > 1:
+            return featurewise_weight_metrics(sae)
+        return original(sae)
+
+    metrics._bae_lens = True  # type: ignore[attr-defined]
+    evals.get_featurewise_weight_based_metrics = metrics
+
+
 def register() -> None:
     """Register the BAE with SAELens under ``"bae"``; idempotent.
 
-    Raises ValueError naming both classes if another class holds the name.
+    Also lets SAELens's featurewise evals handle ``bits_per_feature > 1``
+    (:func:`featurewise_weight_metrics`). Raises ValueError naming both classes if another
+    class holds the name.
     """
+    _install_featurewise_metrics()
     _register_one(SAE_CLASS_REGISTRY, ARCHITECTURE, BinaryAutoencoder, BinaryAutoencoderConfig)
     _register_one(
         SAE_TRAINING_CLASS_REGISTRY,

@@ -694,3 +694,47 @@ def test_a_hook_narrower_or_wider_than_d_model_trains_at_its_own_width(
         is_dataset_tokenized=True, n_batches_for_norm_estimate=1,
     )  # fmt: skip
     assert sae.W_enc.shape == (32, 64) and torch.isfinite(sae.W_enc).all()
+
+
+def _init_bae() -> bae_lens.BinaryAutoencoderTraining:
+    torch.manual_seed(0)
+    return bae_lens.BinaryAutoencoderTraining(TrainCfg(d_in=8, d_sae=16, init_firing_rate=0.25))
+
+
+def test_data_dependent_start_takes_batch_pos_d_in_as_rows() -> None:
+    x = torch.randn(3, 5, 8)  # [batch, pos, d_in]
+    flat, shaped = _init_bae(), _init_bae()
+    flat.initialize_from_batch(x.reshape(15, 8))
+    shaped.initialize_from_batch(x)
+    assert torch.equal(shaped.b_dec, flat.b_dec) and torch.equal(shaped.b_enc, flat.b_enc)
+    assert torch.isfinite(shaped.b_enc).all() and not shaped._needs_data_init
+
+
+def test_data_dependent_start_skips_a_batch_without_rows(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sae = _init_bae()
+    before = {k: v.clone() for k, v in sae.state_dict().items()}
+    with caplog.at_level("WARNING", logger="bae_lens.bae"):
+        sae.initialize_from_batch(torch.zeros(0, 8))
+        sae.initialize_from_batch(torch.zeros(2, 0, 8))
+    assert caplog.text.count("data-dependent start skipped: the batch has no rows") == 2
+    assert all(torch.equal(v, before[k]) for k, v in sae.state_dict().items())
+    assert sae._needs_data_init  # the next batch with rows still starts it
+
+
+def test_saelens_featurewise_evals_take_two_bits_per_feature() -> None:
+    import sae_lens.evals as evals
+
+    bae = BinaryAutoencoder(BinaryAutoencoderConfig(d_in=2, d_sae=1, bits_per_feature=2))
+    with torch.no_grad():
+        bae.W_enc.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))  # bit 0 reads x0, bit 1 x1
+        bae.b_enc.copy_(torch.tensor([3.0, 6.0]))
+        bae.W_dec.copy_(torch.tensor([[1.0, 2.0]]))
+    metrics = evals.get_featurewise_weight_based_metrics(bae)  # what run_evals calls
+    # feature direction = (1/3) bit0 + (2/3) bit1 = [1/3, 2/3]: parallel to W_dec's row
+    assert metrics["encoder_norm"] == pytest.approx([5**0.5 / 3])
+    assert metrics["encoder_decoder_cosine_sim"] == pytest.approx([1.0])
+    assert metrics["encoder_bias"] == pytest.approx([5.0])
+    standard = StandardSAE(StandardSAEConfig(d_in=2, d_sae=3))
+    assert len(evals.get_featurewise_weight_based_metrics(standard)["encoder_norm"]) == 3

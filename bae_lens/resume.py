@@ -35,6 +35,7 @@ under ``checkpoint_dir`` when there is one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 from collections.abc import Iterator
@@ -48,6 +49,8 @@ from sae_lens.constants import SAE_WEIGHTS_FILENAME, TRAINER_STATE_FILENAME
 from sae_lens.training.activations_store import ActivationsStore
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+logger = logging.getLogger(__name__)
 
 RESUME_STATE_FILENAME = "bae_resume_state.safetensors"
 RESUME_MARKER_FILENAME = "bae_resume_state.json"
@@ -272,13 +275,24 @@ def train_sae_resumable(
     """:func:`bae_lens.train.train_sae` with resumable checkpoints under ``checkpoint_dir``.
 
     With ``resume`` and a complete checkpoint under ``checkpoint_dir``, training continues
-    from the latest one; call again with the same arguments after a crash or a kill.
+    from the latest one; call again with the same arguments after a crash or a kill. The
+    resume is exact for a pre-tokenized dataset (``input_ids``); with a text dataset it
+    skips the rest of the document read at the checkpoint, and says so in a warning.
     """
     from bae_lens.train import train_sae
 
     if n_checkpoints < 1:
         raise ValueError(f"n_checkpoints={n_checkpoints} must be >= 1")
     start = latest_checkpoint(checkpoint_dir) if resume else None
+    if start is not None and "input_ids" not in getattr(dataset, "column_names", []):
+        logger.warning(
+            "resuming from %s on a text dataset: not exact. SAELens counts the dataset "
+            "position in documents, so the tokens left in the document that was half-read "
+            "at the checkpoint are skipped and the run differs from an uninterrupted one "
+            "(final weights by up to ~0.01 in a test). Pre-tokenize the dataset (an "
+            "input_ids column) for an exact resume.",
+            start,
+        )
     return train_sae(
         model,
         dataset,

@@ -129,3 +129,27 @@ def test_incomplete_or_unsafe_checkpoints_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="weights_only=True"):
         check_checkpoint(partial)
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize(("column", "warned"), [("text", True), ("input_ids", False)])
+def test_resume_on_a_text_dataset_warns_that_it_is_not_exact(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    column: str,
+    warned: bool,
+) -> None:
+    from datasets import Dataset
+
+    import bae_lens.resume as resume
+    import bae_lens.train as train
+
+    monkeypatch.setattr(resume, "latest_checkpoint", lambda directory: tmp_path / "ckpt")
+    monkeypatch.setattr(train, "train_sae", lambda *args, **kwargs: kwargs)
+    data = Dataset.from_dict({column: ["a b c"] if column == "text" else [[1, 2, 3]]})
+    with caplog.at_level(logging.WARNING, logger="bae_lens.resume"):
+        kwargs = resume.train_sae_resumable(
+            None, data, None, "h", tmp_path, checkpoint_dir=tmp_path
+        )
+    assert kwargs["resume_from_checkpoint"] == str(tmp_path / "ckpt")
+    assert ("on a text dataset: not exact" in caplog.text) is warned

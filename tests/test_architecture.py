@@ -61,6 +61,8 @@ FLOORS: dict[str, int] = {
     "bae_lens.comsem.score": 4,
     "bae_lens.comsem.server": 4,
     "bae_lens.comsem.install": 4,
+    "bae_lens.comsem.calibrate": 4,
+    "bae_lens.comsem.detect": 4,
 }
 CLI_FLOOR = 5
 

@@ -574,6 +574,7 @@ def test_judge_counts_answers_and_comsem_exits_1_when_none_came(
     built_from_nothing = {"collection": {}, "results": {"bae": {}}, "requests_sent": 12,
                           "requests_answered": 0, "seconds": {"total": 1.0}}  # fmt: skip
     monkeypatch.setattr(comsem_cli, "run_comsem", lambda args: built_from_nothing)
+    monkeypatch.setattr("bae_lens.cli.preflight.check_comsem", lambda args: None)
     args = comsem_cli.argparse.Namespace(output=str(tmp_path))
     assert comsem_cli.run(args) == 1
     assert "none of the 12 judge requests was answered" in capsys.readouterr().err

@@ -10,6 +10,15 @@ Point it at any OpenAI-compatible endpoint (key from ``$BAE_LENS_JUDGE_API_KEY``
 or at the offline judge (llama.cpp serving the embedded SmolLM2 GGUF on loopback)::
 
     bae-lens comsem runs/compare/bae runs/compare/standard --local-judge
+
+Before trusting a judge, calibrate it on ground-truth features of the corpus (token classes
+against random token sets; :mod:`bae_lens.comsem.calibrate`)::
+
+    bae-lens comsem --calibrate --local-judge --output runs/comsem/calibration
+
+The verdict is kept per judge model (``--calibration-file``) and printed with every ComSem
+table of that judge. Every table also carries an LLM-free score
+(:mod:`bae_lens.comsem.detect`); ``--collect-only`` reports it alone, with no endpoint.
 """
 
 from __future__ import annotations
@@ -25,15 +34,26 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_SEQUENCES = 256
+ALL_SEQUENCES = 1_000_000
+"""--sequences for --calibrate: the whole eval split (tokenizing it takes seconds)."""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "saes", nargs="+", help="SAELens save folders (label = folder name, or LABEL=FOLDER)"
+        "saes",
+        nargs="*",
+        help="SAELens save folders (label = folder name, or LABEL=FOLDER); none with --calibrate",
     )
     p.add_argument("--model", default=None, help="model name (default: the embedded SmolLM2)")
     p.add_argument("--hook", default=None, help="hook (default: each SAE's recorded hook)")
     p.add_argument("--dataset", default="embedded", help="corpus; its eval split is read")
-    p.add_argument("--sequences", type=int, default=256, help="corpus sequences to collect on")
+    p.add_argument(
+        "--sequences",
+        type=int,
+        default=None,
+        help="corpus sequences to collect on (default 256; with --calibrate, the whole split)",
+    )
     p.add_argument("--context-size", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=8, help="sequences per forward")
     p.add_argument("--top-k", type=int, default=10, help="features each token is assigned to")
@@ -61,6 +81,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--collect-only", action="store_true", help="stop after collection")
     p.add_argument(
         "--reuse-collection", action="store_true", help="load OUTPUT/collection_*.json if present"
+    )
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="calibrate the judge on ground-truth token-class features vs random ones "
+        "(no dictionaries); writes calibration.json/.md and records the verdict",
+    )
+    p.add_argument(
+        "--calibration-classes",
+        default=None,
+        help="comma-separated token classes for --calibrate (default all: digits, "
+        "capitalised, sentence_final, pronouns, prepositions, ly_words, ing_words, names)",
+    )
+    p.add_argument(
+        "--calibration-random",
+        type=int,
+        default=None,
+        help="random features for --calibrate (default: one per true feature)",
+    )
+    p.add_argument(
+        "--calibration-file",
+        default=None,
+        help="judge verdicts, keyed by judge model (default "
+        "benchmarks/results/comsem/calibration/judges.json in the repository)",
     )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -94,7 +138,8 @@ def _collections(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     todo = {n: load_sae(f, device=args.device) for n, f in folders.items() if n not in result}
     if todo:
         model = models.load_model(args.model or models.EMBEDDED_MODEL_NAME, device=args.device)
-        tokens = load_eval_tokens(model, args.dataset, args.context_size, args.sequences)
+        n_sequences = args.sequences or DEFAULT_SEQUENCES
+        tokens = load_eval_tokens(model, args.dataset, args.context_size, n_sequences)
         collected = collect_many(
             model, todo, tokens, args.hook, score=args.score, k=args.top_k,
             max_samples=args.max_samples, batch_size=args.batch_size,
@@ -127,10 +172,82 @@ def _open_judge(args: argparse.Namespace, out: Path, stack: ExitStack) -> tuple[
     return judge, label
 
 
+def _calibration_file(args: argparse.Namespace) -> Path:
+    from bae_lens.comsem.calibrate import REGISTRY
+
+    return Path(args.calibration_file) if args.calibration_file else REGISTRY
+
+
+def _calibration_tokens(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(tokenizer, tokens) for --calibrate: no model is loaded, only its tokenizer."""
+    from bae_lens.corpus import load_data
+    from bae_lens.evaluate import build_eval_tokens
+    from bae_lens.model_cache import is_embedded_name, load_embedded_tokenizer
+
+    if args.model is None or is_embedded_name(args.model):
+        tokenizer = load_embedded_tokenizer()
+    else:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+    n_sequences = args.sequences or ALL_SEQUENCES
+    texts = load_data(args.dataset, "eval", tokens=args.context_size * n_sequences)["text"]
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return tokenizer, build_eval_tokens(tokenizer, texts, args.context_size, n_sequences, bos)
+
+
+def run_calibration(args: argparse.Namespace, settings: Any, out: Path) -> dict[str, Any]:
+    """--calibrate: ground-truth vs random features through ComSem with the judge; writes
+    calibration.json and calibration.md and records the verdict."""
+    from bae_lens.comsem.calibrate import (
+        CLASS_NAMES,
+        build_calibration_set,
+        calibrate,
+        markdown,
+        record_verdict,
+    )
+
+    started = time.time()
+    classes = args.calibration_classes.split(",") if args.calibration_classes else CLASS_NAMES
+    tokenizer, tokens = _calibration_tokens(args)
+    cal = build_calibration_set(
+        tokenizer, tokens, classes=classes, n_random=args.calibration_random,
+        max_samples=args.max_samples, seed=args.seed,
+    )  # fmt: skip
+    with ExitStack() as stack:
+        judge, label = _open_judge(args, out, stack)
+        result = calibrate(cal, judge, settings)
+    seconds = round(time.time() - started, 1)
+    command = "bae-lens comsem " + " ".join(sys.argv[2:])
+    if judge.answered > 0:  # a judge that answered nothing has no verdict to keep
+        record_verdict(result, _calibration_file(args), {"command": command, "seconds": seconds})
+    payload = {
+        "command": command,
+        "judge": judge.config.public() | {"label": label, "local": args.local_judge},
+        "corpus_tokens": cal.collection.n_tokens,
+        "requests_sent": judge.sent,
+        "requests_answered": judge.answered,
+        "calibration": result.to_json(),
+        "seconds": {"total": seconds},
+    }
+    from bae_lens.runtime import environment
+
+    payload["environment"] = environment()
+    (out / "calibration.md").write_text(markdown(result) + "\n")
+    (out / "calibration.json").write_text(json.dumps(payload, indent=1))
+    return payload
+
+
 def run_comsem(args: argparse.Namespace) -> dict[str, Any]:
     """Collect, then (unless ``--collect-only``) judge; writes comsem.json and comsem.md."""
+    from bae_lens.comsem.calibrate import load_registry, verdict_line
     from bae_lens.comsem.install import ensure_local_judge
-    from bae_lens.comsem.score import ComSemSettings, judge_collections, markdown_table
+    from bae_lens.comsem.score import (
+        ComSemSettings,
+        judge_collections,
+        markdown_table,
+        summarise_llm_free,
+    )
     from bae_lens.runtime import environment, set_threads
 
     started = time.time()
@@ -145,6 +262,8 @@ def run_comsem(args: argparse.Namespace) -> dict[str, Any]:
     )  # fmt: skip
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    if args.calibrate:
+        return run_calibration(args, settings, out)
     collections = _collections(args, out)
     collected = time.time()
     payload: dict[str, Any] = {
@@ -164,13 +283,22 @@ def run_comsem(args: argparse.Namespace) -> dict[str, Any]:
         with ExitStack() as stack:
             judge, label = _open_judge(args, out, stack)
             rows, features = judge_collections(collections, judge, settings)
+        registry = _calibration_file(args)
+        calibration = load_registry(registry).get(judge.config.model)
         payload |= {
-            "judge": judge.config.public() | {"label": label, "local": args.local_judge},
+            "judge": judge.config.public()
+            | {"label": label, "local": args.local_judge, "calibration": calibration},
             "requests_sent": judge.sent,
             "requests_answered": judge.answered,
             "results": rows,
             "features": features,
         }
+        verdict = verdict_line(judge.config.model, registry)
+        (out / "comsem.md").write_text(markdown_table(rows, label, verdict) + "\n")
+    else:
+        rows = {n: summarise_llm_free(c, settings) for n, c in collections.items()}
+        payload["llm_free_results"] = rows
+        label = "none (--collect-only): the LLM-free score only"
         (out / "comsem.md").write_text(markdown_table(rows, label) + "\n")
     payload["seconds"] = {
         "collection": round(collected - started, 1),
@@ -194,7 +322,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"bae-lens comsem: error: {err}", file=sys.stderr)
         print("answers received before the crash are kept in the judge cache", file=sys.stderr)
         return 1
-    if "results" in payload and payload["requests_answered"] == 0:
+    judged = "results" in payload or "calibration" in payload
+    if judged and payload["requests_answered"] == 0:
         print(
             f"bae-lens comsem: error: none of the {payload['requests_sent']} judge requests was "
             f"answered, so there is no score to report (the errors are in "
@@ -202,9 +331,14 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if "calibration" in payload:
+        print((Path(args.output) / "calibration.md").read_text())
+        print(
+            f"wall time {payload['seconds']['total']} s; written to {args.output}/calibration.json"
+        )
+        return 0
     for name, c in payload["collection"].items():
         print(f"{name}: collected {c['tokens']} tokens at {c['tokens_per_second']:.0f} tokens/s")
-    if "results" in payload:
-        print((Path(args.output) / "comsem.md").read_text())
+    print((Path(args.output) / "comsem.md").read_text())
     print(f"wall time {payload['seconds']['total']} s; written to {args.output}/comsem.json")
     return 0

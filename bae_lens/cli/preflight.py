@@ -334,14 +334,23 @@ def check_evaluate(args: argparse.Namespace) -> None:
 
 
 def check_comsem(args: argparse.Namespace) -> None:
-    """``bae-lens comsem``: dictionaries, output (resumable: collections and judge cache),
-    dataset, hook, and the judge endpoint (unless --collect-only or --local-judge)."""
+    """``bae-lens comsem``: dictionaries (none with --calibrate), output (resumable:
+    collections and judge cache), dataset, hook, and the judge endpoint (unless
+    --collect-only or --local-judge)."""
     from bae_lens.comsem.judge import ENV_BASE_URL, ENV_MODEL
 
     _check_common(args)
+    calibrate = getattr(args, "calibrate", False)
+    if calibrate and (args.saes or args.collect_only):
+        what = "dictionaries" if args.saes else "--collect-only"
+        raise ValueError(f"--calibrate: judges ground-truth features, so takes no {what}")
+    if not calibrate and not args.saes:
+        raise ValueError("saes: give at least one saved dictionary (or --calibrate)")
     folders = [item.rpartition("=")[2] for item in args.saes]
     check_sae_folders("saes", folders)
     check_output_folder("--output", args.output, resumes=True)
+    if args.calibration_file is not None:
+        check_output_file("--calibration-file", args.calibration_file)
     if args.cache is not None:
         check_output_file("--cache", args.cache)
     check_dataset("--dataset", args.dataset, ["eval"])

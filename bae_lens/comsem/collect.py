@@ -199,7 +199,7 @@ class _Dictionary:
         for j, places in enumerate(self.where):
             if places:
                 samples[j] = [
-                    Sample(s, p, *_context(tokenizer, tokens[s].tolist(), p, left, right))
+                    Sample(s, p, *token_context(tokenizer, tokens[s].tolist(), p, left, right))
                     for s, p in places
                 ]
         return Collection(
@@ -224,7 +224,12 @@ def _salience(
     return codes
 
 
-def _context(tokenizer: Any, row: list[int], pos: int, left: int, right: int) -> tuple[str, str]:
+def token_context(
+    tokenizer: Any, row: list[int], pos: int, left: int, right: int
+) -> tuple[str, str]:
+    """(token, context) of ``row[pos]``: the context is ``left`` tokens, the token marked
+    ``<<token>>``, then ``right`` tokens, newlines written as spaces."""
+
     def dec(ids: list[int]) -> str:
         return tokenizer.decode(ids) if tokenizer is not None else " ".join(map(str, ids))
 

@@ -24,7 +24,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from bae_lens.comsem.collect import Collection, Sample
+from bae_lens.comsem.detect import detection_scores, mean_detection
 from bae_lens.comsem.judge import Judge, Messages
 
 logger = logging.getLogger(__name__)
@@ -155,9 +158,13 @@ def select_features(coll: Collection, s: ComSemSettings) -> list[int]:
 
 
 def _negatives(
-    coll: Collection, feature: int, s: ComSemSettings, rng: random.Random
+    coll: Collection,
+    feature: int,
+    s: ComSemSettings,
+    rng: random.Random,
+    fires_on: set[tuple[int, int]] | None = None,
 ) -> list[Sample]:
-    own = {(x.sequence, x.position) for x in coll.samples.get(feature, [])}
+    own = {(x.sequence, x.position) for x in coll.samples.get(feature, [])} | (fires_on or set())
     pool = [
         x
         for j, xs in coll.samples.items()
@@ -169,9 +176,16 @@ def _negatives(
 
 
 def judge_collection(
-    coll: Collection, judge: Judge, s: ComSemSettings, features: list[int] | None = None
+    coll: Collection,
+    judge: Judge,
+    s: ComSemSettings,
+    features: list[int] | None = None,
+    members: Mapping[int, set[tuple[int, int]]] | None = None,
 ) -> list[FeatureResult]:
-    """Interpret and test ``features`` (default :func:`select_features`) of ``coll``."""
+    """Interpret and test ``features`` (default :func:`select_features`) of ``coll``.
+
+    ``members``: feature -> every (sequence, position) it fires on, where that is known
+    (calibration's ground-truth features): no such token is used as its negative."""
     features = select_features(coll, s) if features is None else features
     rng = random.Random(s.seed + 1)
     results = []
@@ -196,7 +210,8 @@ def judge_collection(
             continue
         held_out = coll.samples[r.feature][s.m : s.m + s.n_test]
         tests += [(r, "positives", x) for x in held_out]
-        tests += [(r, "negatives", x) for x in _negatives(coll, r.feature, s, rng)]
+        fires_on = members.get(r.feature) if members is not None else None
+        tests += [(r, "negatives", x) for x in _negatives(coll, r.feature, s, rng, fires_on)]
     answers = judge.ask(
         [test_messages(r.description or "", x) for r, _, x in tests], 4, desc=f"{coll.name}: test"
     )
@@ -216,8 +231,35 @@ def judge_collection(
     return results
 
 
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def bootstrap_interval(
+    values: list[float], statistic: str, threshold: float = 0.75, seed: int = 0
+) -> list[float] | None:
+    """Percentile bootstrap 95% interval of a statistic over features (resampled with
+    replacement, :data:`BOOTSTRAP_RESAMPLES` times): ``"mean"``, or ``"count"`` of values
+    >= ``threshold``. None with fewer than 2 values.
+
+    >>> bootstrap_interval([1.0, 1.0, 1.0], "mean")
+    [1.0, 1.0]
+    """
+    if statistic not in ("mean", "count"):
+        raise ValueError(f"statistic={statistic!r} is not one of ['mean', 'count']")
+    if len(values) < 2:
+        return None
+    data = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    picks = data[rng.integers(0, len(data), size=(BOOTSTRAP_RESAMPLES, len(data)))]
+    stats = picks.mean(1) if statistic == "mean" else (picks >= threshold).sum(1)
+    low, high = np.percentile(stats, [2.5, 97.5])
+    return [round(float(low), 4), round(float(high), 4)]
+
+
 def summarise(coll: Collection, results: list[FeatureResult], s: ComSemSettings) -> dict[str, Any]:
-    """Per-dictionary report: features with enough samples, mean score, count >= threshold."""
+    """Per-dictionary report: features with enough samples, mean score, count >= threshold
+    (each with a bootstrap 95% interval over the judged features), and the LLM-free
+    detection score of the same features (:mod:`bae_lens.comsem.detect`)."""
     scores = [r.score for r in results if r.score is not None]
     fprs = [r.false_positive_rate for r in results if r.false_positive_rate is not None]
     answers = [a for r in results for a in (*r.positives, *r.negatives)]
@@ -235,6 +277,12 @@ def summarise(coll: Collection, results: list[FeatureResult], s: ComSemSettings)
         "threshold": s.threshold,
         "mean_false_positive_rate": sum(fprs) / len(fprs) if fprs else None,
         "mean_score_minus_fpr": sum(both) / len(both) if both else None,
+        "mean_score_ci": bootstrap_interval(scores, "mean", seed=s.seed),
+        "n_interpretable_ci": bootstrap_interval(scores, "count", s.threshold, seed=s.seed),
+        "mean_score_minus_fpr_ci": bootstrap_interval(both, "mean", seed=s.seed),
+        "llm_free_detection": mean_detection(
+            detection_scores(coll, [r.feature for r in results], seed=s.seed)
+        ),
         "n_failed_descriptions": sum(r.status != "ok" for r in results),
         "n_malformed_answers": sum(a["yes"] is None and a["error"] is None for a in answers),
         "n_failed_requests": sum(a["error"] is not None for a in answers)
@@ -249,33 +297,64 @@ def results_json(results: list[FeatureResult]) -> list[dict[str, Any]]:
     return [asdict(r) for r in results]
 
 
-def markdown_table(rows: dict[str, dict[str, Any]], judge_label: str) -> str:
-    """One line per dictionary."""
+def summarise_llm_free(coll: Collection, s: ComSemSettings) -> dict[str, Any]:
+    """The row of a dictionary judged by no LLM: its LLM-free detection score over the
+    features :func:`select_features` picks (judge columns empty)."""
+    features = select_features(coll, s)
+    return {
+        "n_features": len(coll.sample_counts),
+        "n_enough_samples": len(coll.features_with_samples(s.m + 1)),
+        "n_judged": 0,
+        "n_detected": len(features),
+        "threshold": s.threshold,
+        "llm_free_detection": mean_detection(detection_scores(coll, features, seed=s.seed)),
+        "score": coll.score,
+    }
+
+
+def markdown_table(
+    rows: dict[str, dict[str, Any]], judge_label: str, verdict: str | None = None
+) -> str:
+    """One line per dictionary; ``verdict`` (the judge's calibration, see
+    :func:`bae_lens.comsem.calibrate.verdict_line`) printed under the judge's name.
+    Intervals are bootstrap 95% over the judged features."""
 
     def fmt(v: Any) -> str:
         return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    def with_ci(value: Any, ci: list[float] | None, digits: int = 3) -> str:
+        if value is None or ci is None:
+            return fmt(value)
+        return f"{fmt(value)} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
     threshold = next(iter(rows.values()))["threshold"] if rows else 0.75
     head = (
         f"| dictionary | salience | features w/ >= m+1 samples | judged | mean score (hit rate) "
         f"| score >= {threshold} | mean false-positive rate | mean score - FPR "
-        "| failed descriptions | malformed answers |"
+        "| failed descriptions | malformed answers | LLM-free detection |"
     )
-    lines = [f"Judge: {judge_label}", "", head, "|" + "---|" * 10]
+    lines = [f"Judge: {judge_label}"] + ([verdict] if verdict else [])
+    lines += ["", head, "|" + "---|" * 11]
     for name, r in rows.items():
         cells = [
             name,
             r["score"],
             f"{r['n_enough_samples']} / {r['n_features']}",
             r["n_judged"],
-            r["mean_score"],
-            r["n_interpretable"],
-            r["mean_false_positive_rate"],
-            r["mean_score_minus_fpr"],
-            r["n_failed_descriptions"],
-            r["n_malformed_answers"],
+            with_ci(r.get("mean_score"), r.get("mean_score_ci")),
+            with_ci(r.get("n_interpretable"), r.get("n_interpretable_ci"), 0),
+            r.get("mean_false_positive_rate"),
+            with_ci(r.get("mean_score_minus_fpr"), r.get("mean_score_minus_fpr_ci")),
+            r.get("n_failed_descriptions"),
+            r.get("n_malformed_answers"),
+            r.get("llm_free_detection"),
         ]
         lines.append("| " + " | ".join(fmt(c) for c in cells) + " |")
+    lines.append(
+        "\nIntervals: bootstrap 95% over the judged features. LLM-free detection: held-out "
+        "AUROC of a naive Bayes classifier on each feature's tokens vs other features' "
+        "(0.5 = chance; bae_lens.comsem.detect)."
+    )
     return "\n".join(lines)
 
 

@@ -7,6 +7,9 @@
 - :mod:`bae_lens.comsem.score`: bae_lens's prompts, interpretation, Yes/No test and the
   specificity control; per-dictionary summary and table;
 - :mod:`bae_lens.comsem.server`: the offline judge (llama.cpp on loopback);
+- :mod:`bae_lens.comsem.calibrate`: is a judge usable? ground-truth token-class features vs
+  random ones, AUROC of (score - FPR), verdicts kept per judge model;
+- :mod:`bae_lens.comsem.detect`: the LLM-free detection score (naive Bayes, held-out AUROC);
 - :mod:`bae_lens.cli.comsem`: ``bae-lens comsem``.
 """
 

@@ -721,7 +721,7 @@ def test_inference_save_flips_majority_bits(tmp_path: Path, flip: bool) -> None:
         sae.b_enc[3:] = -50.0
         sae.b_enc[7] = 0.0
     x = _randn(64, 5)
-    sae.training_forward_pass(step_input(x))
+    sae.training_forward_pass(step_input(x))  # step 0: logged (log_every 10)
     with torch.no_grad():
         recon = sae.decode(sae.encode(x))
     sae.save_inference_model(tmp_path / "bae")

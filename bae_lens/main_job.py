@@ -129,9 +129,10 @@ def _train(
     model: Any, model_name: str, train_set: Any, s: MainJobSettings, clock: StageClock
 ) -> str:
     """Train and save the BAE; returns its dependence penalty's name."""
+    from bae_lens.models import hook_width
     from bae_lens.train import train_sae
 
-    d_in = model.cfg.d_model
+    d_in = hook_width(model.cfg, s.hook)  # d_mlp at mlp.hook_post, d_model on the residual
     sae_cfg = BinaryAutoencoderTrainingConfig(
         d_in=d_in,
         d_sae=s.expansion * d_in,
@@ -152,13 +153,12 @@ def _evaluate(
     model: Any, model_name: str, texts: list[str], s: MainJobSettings, clock: StageClock
 ) -> SpliceMetrics:
     """Load the saved BAE back as a user would, splice it in on held-out text, plot."""
-    from sae_lens import SAE
-
     from bae_lens.evaluate import build_eval_tokens, evaluate_sae
+    from bae_lens.io import load_sae
     from bae_lens.splice_metrics import plot_firing_rates
 
     out = Path(s.output)
-    inference = SAE.load_from_disk(out, device=s.device)
+    inference = load_sae(out, device=s.device)
     tokenizer = model.tokenizer
     if tokenizer is None:
         raise ValueError(f"model {model_name!r} has no tokenizer: cannot tokenize text")

@@ -43,6 +43,7 @@ MODELS = (
     "bae+entropy+abs_binary",
     "bae+entropy+frobenius",
     "bae+entropy+frobenius_probe",
+    "bae+default",
 )
 # Plain references whose cost grows faster than the SAE's: skipped above --max-reference-d-sae.
 REFERENCE_MODELS = ("bae+entropy+abs", "bae+entropy+frobenius")
@@ -64,6 +65,12 @@ def build(model: str, d_in: int, d_sae: int, device: str) -> Any:
         return TopKTrainingSAE(TopKTrainingSAEConfig(k=100, **common))
     if model == "jumprelu":
         return JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(**common))
+    if model == "bae+default":  # the shipped defaults, whatever they are
+        from bae_lens.main_job import MAIN_JOB_DEFAULTS
+
+        return BinaryAutoencoderTraining(
+            BinaryAutoencoderTrainingConfig(**MAIN_JOB_DEFAULTS, **common)
+        )
     parts = model.split("+")
     cfg = BinaryAutoencoderTrainingConfig(
         entropy_coefficient=0.05 if "entropy" in parts else 0.0,

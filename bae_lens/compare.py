@@ -176,8 +176,7 @@ def _transcoder_config(name: str, d_in: int, s: CompareSettings) -> TranscoderTr
         code=TRANSCODERS[name],  # type: ignore[arg-type]
         l1_coefficient=s.l1_coefficient,
         device=s.device,
-        **({k: v for k, v in MAIN_JOB_DEFAULTS.items() if k.endswith("_coefficient")}),
-    )
+    )  # its own coefficients: its losses use "mean" reductions, the BAE's "sum"/"per_bit"
 
 
 def _sae_config(name: str, d_in: int, s: CompareSettings, bae_folder: Path) -> Any:

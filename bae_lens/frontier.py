@@ -39,15 +39,17 @@ from bae_lens.stages import StageClock
 logger = logging.getLogger(__name__)
 
 SETTING_NAMES = {
-    "bae": "entropy_coefficient",
-    RANDOM_CONTROL: "entropy_coefficient",  # of the BAE point whose firing rate it matches
+    "bae": "l0_coefficient",
+    RANDOM_CONTROL: "l0_coefficient",  # of the BAE point whose firing rate it matches
+    "bae_entropy": "price",
     "topk": "k",
     "batchtopk": "k",
     "jumprelu": "target_l0",
     "standard": "l1_coefficient",
 }
 DEFAULT_GRID: dict[str, tuple[float, ...]] = {
-    "bae": (0.02, 0.05, 0.1, 0.2, 0.5),
+    "bae": (0.05, 0.1, 0.2, 0.5, 1.0),
+    "bae_entropy": (0.02, 0.05, 0.1, 0.2),
     "topk": (16, 32, 64, 128, 256),
     "batchtopk": (16, 32, 64, 128),
     "jumprelu": (16, 32, 64, 128),
@@ -74,7 +76,7 @@ class Point:
 def default_points(
     grid: Mapping[str, Sequence[float]] | None = None,
     architectures: Iterable[str] = ARCHITECTURES,
-    extra_seeds: Sequence[Point] = (Point("bae", 0.05, 43), Point("topk", 64, 43)),
+    extra_seeds: Sequence[Point] = (Point("bae", 0.2, 43), Point("topk", 64, 43)),
 ) -> list[Point]:
     """The sweep: every grid setting of the chosen architectures, a random-code control for
     every BAE price, and the extra-seed points that show the noise.
@@ -134,12 +136,18 @@ class FrontierSettings:
 
 
 def point_config(point: Point, d_in: int, s: FrontierSettings, bae_rate: float | None) -> Any:
-    """The SAELens training config of ``point``; the BAE uses the main job's other options."""
+    """The SAELens training config of ``point``. ``bae``: the main job's options with the
+    price per firing set; ``bae_entropy``: the same with the price per bit of entropy set
+    instead and no price per firing (the paper's objective)."""
     d_sae = s.expansion * d_in
-    if point.architecture == "bae":
+    if point.architecture in ("bae", "bae_entropy"):
         from bae_lens.bae import BinaryAutoencoderTrainingConfig
 
-        options = dict(MAIN_JOB_DEFAULTS) | {"entropy_coefficient": point.setting}
+        options = dict(MAIN_JOB_DEFAULTS) | (
+            {"l0_coefficient": point.setting}
+            if point.architecture == "bae"
+            else {"entropy_coefficient": point.setting, "l0_coefficient": 0.0}
+        )
         return BinaryAutoencoderTrainingConfig(
             d_in=d_in, d_sae=d_sae, device=s.device, normalize_activations=NORMALIZE, **options
         )

@@ -18,7 +18,10 @@ from bae_lens.cli.preflight import check_entropy
 from bae_lens.config_args import add_config_options
 from bae_lens.entropy import DEFAULT_INFORMATIVE_THRESHOLD, NORMALIZATIONS, entropy_by_layer
 from bae_lens.hidden_states import collect_hidden_states, layer_hooks
-from bae_lens.main_job import MAIN_JOB_DEFAULTS
+
+SET_ENTROPY_DEFAULTS = {"entropy_coefficient": 0.05, "covariance_coefficient": 30.0}
+"""A set's entropy is the rate of a BAE priced per bit of entropy (train_set_bae's
+defaults); the main job's price per firing does not apply here."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p,
         BinaryAutoencoderTrainingConfig,
         ["entropy_coefficient", "covariance_coefficient"],
-        MAIN_JOB_DEFAULTS,
+        SET_ENTROPY_DEFAULTS,
     )
     p.add_argument(
         "--normalize",

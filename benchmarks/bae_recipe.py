@@ -28,12 +28,18 @@ import torch
 from bae_lens.activation_cache import ActivationCache, CacheKey, build_cache, open_cache
 from bae_lens.baselines import NORMALIZE, baseline_config
 from bae_lens.frontier import FrontierSettings, cache_folder, train_config
-from bae_lens.main_job import DEFAULT_HOOK, MAIN_JOB_DEFAULTS
+from bae_lens.main_job import DEFAULT_HOOK
 from bae_lens.runtime import environment, set_threads
 from bae_lens.splice_metrics import code_statistics
 
 TRAIN_KEY = CacheKey("smollm2-135m-instruct", DEFAULT_HOOK, "embedded", "train", 128, 1_590_548, 0)
 EVAL_KEY = replace(TRAIN_KEY, split="eval", n_rows=32_768)
+
+BASE = {"entropy_coefficient": 0.05, "covariance_coefficient": 30.0}
+"""Every BAE run's starting point: the paper's objective as the main job shipped it before
+these ablations (MAIN_JOB_DEFAULTS then); each run lists what it changes. Runs recorded
+before the default dependence penalty became "frobenius_probe" used "frobenius" (their
+rows say so); later rows carry their whole effective config."""
 
 # name -> (architecture, setting overrides, BAE option overrides). Settings: FrontierSettings
 # fields (batch_tokens, lr, training_tokens); BAE options: BinaryAutoencoderTrainingConfig.
@@ -41,6 +47,8 @@ RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "topk_k32": ("topk", {"k": 32}, {}),
     "topk_k64": ("topk", {"k": 64}, {}),
     "topk_k128": ("topk", {"k": 128}, {}),
+    # random-code control at the firing rate of the named run (its held-out L0 / n_bits)
+    "random_match_default": ("random_bae", {"match": "bae_default"}, {}),
     "bae_default": ("bae", {}, {}),
     "bae_price0.1": ("bae", {}, {"entropy_coefficient": 0.1}),
     "bae_price0.2": ("bae", {}, {"entropy_coefficient": 0.2}),
@@ -54,6 +62,32 @@ RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "bae_lr3e-3": ("bae", {"lr": 3e-3}, {}),
     "bae_init0.01": ("bae", {}, {"init_firing_rate": 0.01}),
     "bae_probe": ("bae", {}, {"covariance_penalty": "frobenius_probe"}),
+    "bae_l0_0.05": ("bae", {}, {"l0_coefficient": 0.05}),
+    "bae_l0_0.2": ("bae", {}, {"l0_coefficient": 0.2}),
+    "bae_l0only_0.2": ("bae", {}, {"entropy_coefficient": 0.0, "l0_coefficient": 0.2}),
+    "bae_l0only_0.5": ("bae", {}, {"entropy_coefficient": 0.0, "l0_coefficient": 0.5}),
+    "bae_l0only_0.1": ("bae", {}, {"entropy_coefficient": 0.0, "l0_coefficient": 0.1}),
+    "bae_l0_0.2_ent0.01": ("bae", {}, {"entropy_coefficient": 0.01, "l0_coefficient": 0.2}),
+    "bae_l0only_0.2_nocov": (
+        "bae",
+        {},
+        {"entropy_coefficient": 0.0, "l0_coefficient": 0.2, "covariance_coefficient": 0.0},
+    ),
+    "random_match_l0only_0.2": ("random_bae", {"match": "bae_l0only_0.2"}, {}),
+    "bae_l0only_0.2_probe": (
+        "bae",
+        {},
+        {
+            "entropy_coefficient": 0.0,
+            "l0_coefficient": 0.2,
+            "covariance_penalty": "frobenius_probe",
+        },
+    ),  # fmt: skip
+    "bae_l0only_0.2_seed43": (
+        "bae",
+        {"seed": 43},
+        {"entropy_coefficient": 0.0, "l0_coefficient": 0.2},
+    ),
 }
 
 
@@ -98,39 +132,81 @@ def run_one(name: str, cache: ActivationCache, x: torch.Tensor, args: argparse.N
     arch, setting_overrides, options = RUNS[name]
     settings = FrontierSettings(hook=DEFAULT_HOOK, model_name=TRAIN_KEY.model,
                                 training_tokens=args.training_tokens)  # fmt: skip
+    setting_overrides = dict(setting_overrides)
     k = setting_overrides.pop("k", None) if arch != "bae" else None
+    match = setting_overrides.pop("match", None)
+    seed = int(setting_overrides.pop("seed", args.seed))
     settings = replace(settings, **setting_overrides)
     d_in = cache.d_in
     if arch == "bae":
         from bae_lens.bae import BinaryAutoencoderTrainingConfig
 
-        options = dict(MAIN_JOB_DEFAULTS) | options
+        options = dict(BASE) | options
         cfg = BinaryAutoencoderTrainingConfig(d_in=d_in, d_sae=4 * d_in,
                                               normalize_activations=NORMALIZE, **options)  # fmt: skip
+    elif arch == "random_bae":
+        rows = [r for r in read_rows(Path(args.results)) if r["name"] == match]
+        if not rows:
+            raise SystemExit(f"{name}: run {match} first (its firing rate is matched)")
+        options = {"firing_rate": rows[-1]["l0"] / rows[-1]["n_features"], "matches": match}
+        cfg = baseline_config(arch, d_in, 4 * d_in, firing_rate=options["firing_rate"])
     else:
         cfg = baseline_config(arch, d_in, 4 * d_in, k=int(k or 32))
+    effective = {k: getattr(cfg, k) for k in ("entropy_coefficient", "covariance_coefficient",
+                 "covariance_penalty", "l0_coefficient", "estimator", "estimator_temperature",
+                 "init_firing_rate", "flip_majority_bits") if hasattr(cfg, k)}  # fmt: skip
     out = Path(args.work_dir) / name
     started = time.time()
     if not (out / "cfg.json").is_file():
-        train_config(cfg, cache, settings, out, args.seed)
+        train_config(cfg, cache, settings, out, seed)
     seconds = time.time() - started
     return {
         "name": name,
         "architecture": arch,
         "k": k,
         "options": options,
+        "effective_config": effective,
         "settings": asdict(settings),
-        "seed": args.seed,
+        "seed": seed,
         "train_seconds": round(seconds, 1),
         "held_out_rows": len(x),
         **measure(out, x),
     }
 
 
+def read_rows(results: Path) -> list[dict[str, Any]]:
+    if not results.is_file():
+        return []
+    return [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+
+
+def report(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of every run, in file order."""
+    out = ["| run | changed | tokens | EV | L0 | >1% | >10% | >50% | >10% after flip | dead | "
+           "train s |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for r in rows:
+        changed = ", ".join(f"{k}={v}" for k, v in r["options"].items()
+                            if k not in BASE or BASE[k] != v)  # fmt: skip
+        if r.get("k"):
+            changed = f"k={r['k']}"
+        for key in ("batch_tokens", "lr"):
+            if r["settings"][key] != getattr(FrontierSettings, key):
+                changed += f" {key}={r['settings'][key]}"
+        d, f = r["n_dense"], r["n_dense_after_flip"]
+        out.append(
+            f"| {r['name']} | {changed.strip() or '(defaults)'} | "
+            f"{r['settings']['training_tokens']:,} | {r['explained_variance']:.3f} | "
+            f"{r['l0']:.1f} | {d['0.01']} | {d['0.1']} | {d['0.5']} | {f['0.1']} | "
+            f"{r['n_dead']} | {r['train_seconds']:.0f} |"
+        )
+    return "\n".join(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", nargs="*", default=list(RUNS))
     p.add_argument("--list", action="store_true")
+    p.add_argument("--report", action="store_true", help="print the results as markdown")
     p.add_argument("--training-tokens", type=int, default=500_000)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=1)
@@ -141,6 +217,9 @@ def main() -> None:
     if args.list:
         for name, spec in RUNS.items():
             print(name, json.dumps(spec))
+        return
+    if args.report:
+        print(report(read_rows(Path(args.results))))
         return
     unknown = [r for r in args.runs if r not in RUNS]
     if unknown:
@@ -153,14 +232,11 @@ def main() -> None:
     norms = x.norm(dim=-1)
     x = x[norms <= 10 * norms.median()]  # massive activations, as training and eval drop them
     results = Path(args.results)
-    done = set()
-    if results.is_file():
-        done = {(r["name"], r["seed"], r["settings"]["training_tokens"])
-                for r in map(json.loads, filter(str.strip, results.read_text().splitlines()))}  # fmt: skip
+    done = {(r["name"], r["seed"], r["settings"]["training_tokens"]) for r in read_rows(results)}
     env = environment()
     command = "python " + shlex.join(sys.argv)
     for name in args.runs:
-        if (name, args.seed, args.training_tokens) in done:
+        if (name, int(RUNS[name][1].get("seed", args.seed)), args.training_tokens) in done:
             continue
         row = run_one(name, cache, x, args) | {"command": command, "cpu": env.get("cpu"),
                                                 "torch": env.get("torch")}  # fmt: skip

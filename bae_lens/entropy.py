@@ -41,6 +41,10 @@ logger = logging.getLogger(__name__)
 NORMALIZATIONS = ("mean_norm", "spread", "none")
 """How :func:`train_set_bae` scales a set before training (see there)."""
 
+PAIR_LIMIT = 4096
+"""Codes up to this many bits get the pairwise tree bound by default (a 4096-bit code
+needs 128 MiB of pair counts)."""
+
 DEFAULT_INFORMATIVE_THRESHOLD = 0.01
 """A bit "carries information" when Hb(p) exceeds this many bits (p in ~(0.0009, 0.9991))."""
 
@@ -132,6 +136,17 @@ class EntropyEstimate(NamedTuple):
     """The Hb threshold used for n_informative, bits."""
     convergence: Convergence | None = None
     """How the BAE's training ended (None: the BAE was given, not trained here)."""
+    tree_bound_bits: float | None = None
+    """An upper bound on the code's joint entropy tighter than ``entropy_bits``: the sum of
+    marginals less the pairwise mutual information along a maximum spanning tree of the
+    bits (Chow-Liu): the entropy of the best tree-shaped model of the code, which no joint
+    entropy exceeds. None when pairs were not counted (``n_bits`` above the pair limit)."""
+
+    @property
+    def overshoot_bits(self) -> float | None:
+        """``entropy_bits - tree_bound_bits``: a lower bound on the total correlation of the
+        code, i.e. on how far the sum of marginals overcounts."""
+        return None if self.tree_bound_bits is None else self.entropy_bits - self.tree_bound_bits
 
     def to_dict(self, with_rates: bool = True) -> dict[str, Any]:
         """JSON-ready dict (firing rates as a list when ``with_rates``)."""
@@ -143,6 +158,9 @@ class EntropyEstimate(NamedTuple):
             "n_informative": self.n_informative,
             "threshold": self.threshold,
         }
+        if self.tree_bound_bits is not None:
+            out["tree_bound_bits"] = round(self.tree_bound_bits, 4)
+            out["overshoot_lower_bound_bits"] = round(self.entropy_bits - self.tree_bound_bits, 4)
         if self.convergence is not None:
             out["convergence"] = self.convergence.to_dict()
         if with_rates:
@@ -160,10 +178,12 @@ class FiringCounter:
     2.0
     """
 
-    def __init__(self, n_bits: int):
+    def __init__(self, n_bits: int, count_pairs: bool = False):
         if not isinstance(n_bits, int) or n_bits < 1:
             raise ValueError(f"n_bits={n_bits!r} must be an integer >= 1")
         self.counts = torch.zeros(n_bits, dtype=torch.float64)
+        self.pairs = torch.zeros(n_bits, n_bits, dtype=torch.float64) if count_pairs else None
+        """Co-firing counts (both bits 1), when asked for: n_bits^2 memory."""
         self.n_samples = 0
 
     def update(self, bits: Float[Tensor, "... n_bits"]) -> None:
@@ -175,6 +195,9 @@ class FiringCounter:
             )
         flat = rearrange(bits, "... n_bits -> (...) n_bits")
         self.counts += flat.sum(dim=0).to(device="cpu", dtype=torch.float64)
+        if self.pairs is not None:
+            f = flat.to(dtype=torch.float32)  # exact: each entry < 2^24 rows per batch
+            self.pairs += (f.T @ f).to(device="cpu", dtype=torch.float64)
         self.n_samples += flat.shape[0]
 
     def estimate(self, threshold: float = DEFAULT_INFORMATIVE_THRESHOLD) -> EntropyEstimate:
@@ -185,6 +208,11 @@ class FiringCounter:
             raise ValueError(f"threshold={threshold!r} must be >= 0 (bits)")
         p = self.counts / self.n_samples
         hb = binary_entropy_bits(p)
+        tree = None
+        if self.pairs is not None:
+            tree = float(hb.sum()) - max_spanning_tree_weight(
+                pairwise_mutual_information(p, self.pairs / self.n_samples)
+            )
         return EntropyEstimate(
             entropy_bits=float(hb.sum()),
             firing_rates=p,
@@ -193,7 +221,55 @@ class FiringCounter:
             n_nonconstant=int(((p > 0) & (p < 1)).sum()),
             n_informative=int((hb > threshold).sum()),
             threshold=threshold,
+            tree_bound_bits=tree,
         )
+
+
+def pairwise_mutual_information(
+    p: Float[Tensor, " n_bits"], p11: Float[Tensor, "n_bits n_bits"]
+) -> Float[Tensor, "n_bits n_bits"]:
+    """I(h_i; h_j) in bits for every pair of binary variables with rates ``p`` and joint
+    rates ``p11`` = P(h_i = 1, h_j = 1) (the diagonal is set to 0).
+
+    >>> p = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    >>> pairwise_mutual_information(p, torch.tensor([[0.5, 0.5], [0.5, 0.5]]).double())[0, 1]
+    tensor(1., dtype=torch.float64)
+    """
+    pi, pj = p[:, None], p[None, :]
+    cells = (p11, pi - p11, pj - p11, 1 - pi - pj + p11)  # (1,1) (1,0) (0,1) (0,0)
+    margins = ((pi, pj), (pi, 1 - pj), (1 - pi, pj), (1 - pi, 1 - pj))
+    mi = torch.zeros_like(p11)
+    for joint, (a, b) in zip(cells, margins, strict=True):
+        joint = joint.clamp_min(0.0)
+        ratio = joint / (a * b).clamp_min(1e-300)
+        mi += torch.where(joint > 0, joint * torch.log2(ratio.clamp_min(1e-300)), 0.0)
+    mi = mi.clamp_min(0.0)
+    mi.fill_diagonal_(0.0)
+    return mi
+
+
+def max_spanning_tree_weight(weights: Float[Tensor, "n n"]) -> float:
+    """Total weight of a maximum spanning tree (forest) of the complete graph with these
+    symmetric non-negative edge weights (Prim's algorithm, O(n^2)).
+
+    >>> max_spanning_tree_weight(torch.tensor([[0., 3., 1.], [3., 0., 2.], [1., 2., 0.]]))
+    5.0
+    """
+    n = weights.shape[0]
+    if n < 2:
+        return 0.0
+    w = weights.to(torch.float64)
+    in_tree = torch.zeros(n, dtype=torch.bool)
+    in_tree[0] = True
+    best = w[0].clone()
+    total = 0.0
+    for _ in range(n - 1):
+        candidates = torch.where(in_tree, torch.tensor(-1.0, dtype=torch.float64), best)
+        j = int(candidates.argmax())
+        total += float(best[j])
+        in_tree[j] = True
+        best = torch.maximum(best, w[j])
+    return total
 
 
 def _batches(data: Tensor | Iterable[Tensor], batch_size: int) -> Iterator[Tensor]:
@@ -213,6 +289,7 @@ def estimate_entropy(
     batch_size: int = 4096,
     threshold: float = DEFAULT_INFORMATIVE_THRESHOLD,
     progress: bool = False,
+    count_pairs: bool | None = None,
 ) -> EntropyEstimate:
     """Entropy (bits) of a set of hidden states under ``sae``'s code (module docstring).
 
@@ -222,12 +299,17 @@ def estimate_entropy(
             any iterable of such batches (a generator streams a set of any size).
         threshold: Hb threshold (bits) for counting informative bits.
         progress: show a tqdm bar over batches.
+        count_pairs: also count co-firing pairs for the tree bound on the joint entropy
+            (``tree_bound_bits``; n_bits^2 memory and an n x n_bits^2 product per batch).
+            None: when n_bits <= PAIR_LIMIT.
     """
     if not hasattr(sae, "encode_bits"):
         raise ValueError(f"sae of type {type(sae).__name__} has no encode_bits: not a BAE")
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be >= 1")
-    counter = FiringCounter(int(sae.cfg.d_sae * getattr(sae.cfg, "bits_per_feature", 1)))
+    n_bits = int(sae.cfg.d_sae * getattr(sae.cfg, "bits_per_feature", 1))
+    counter = FiringCounter(n_bits, count_pairs=n_bits <= PAIR_LIMIT if count_pairs is None
+                            else count_pairs)  # fmt: skip
     device = next(sae.parameters()).device
     for batch in tqdm(_batches(data, batch_size), desc="encoding", disable=not progress):
         counter.update(sae.encode_bits(batch.to(device=device, dtype=sae.dtype)))

@@ -280,3 +280,50 @@ def test_a_price_that_kills_the_code_is_reported_as_collapsed(caplog) -> None:
                             entropy_coefficient=100.0, covariance_coefficient=0.0)  # fmt: skip
     assert sae.convergence.collapsed and sae.convergence.to_dict()["collapsed"] is True
     assert "COLLAPSED" in caplog.text
+
+
+def _codes_bae(codes: torch.Tensor) -> tuple[BinaryAutoencoderTraining, torch.Tensor]:
+    """A BAE whose bit j reads coordinate j of the 0/1 rows ``codes``, and those rows."""
+    return identity_bae(codes.shape[1]), codes.float()
+
+
+def test_tree_bound_removes_the_overcount_of_duplicated_bits() -> None:
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randint(0, 2, (20000, 4), generator=gen)
+    sae, x = _codes_bae(torch.cat([base, base], dim=1))  # every bit twice: 4 bits of entropy
+    est = estimate_entropy(sae, x)
+    assert est.entropy_bits == pytest.approx(8.0, abs=0.01)  # the sum of marginals overcounts
+    assert est.tree_bound_bits == pytest.approx(4.0, abs=0.01)
+    assert est.overshoot_bits == pytest.approx(4.0, abs=0.02)
+    assert est.to_dict()["overshoot_lower_bound_bits"] == pytest.approx(4.0, abs=0.02)
+
+
+def test_tree_bound_is_exact_for_a_noisy_copy_and_near_zero_for_independent_bits() -> None:
+    from bae_lens.penalties import binary_entropy_bits
+
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randint(0, 2, (50000, 1), generator=gen)
+    flip = (torch.rand(50000, 1, generator=gen) < 0.1).long()
+    sae, x = _codes_bae(torch.cat([a, a ^ flip], dim=1))
+    est = estimate_entropy(sae, x)
+    joint = 1.0 + float(binary_entropy_bits(torch.tensor(0.1)))  # H(a) + H(flip)
+    assert est.tree_bound_bits == pytest.approx(joint, abs=0.02)
+    sae, x = _codes_bae(torch.randint(0, 2, (50000, 6), generator=gen))
+    assert estimate_entropy(sae, x).overshoot_bits == pytest.approx(0.0, abs=0.01)
+
+
+def test_tree_bound_stays_an_upper_bound_when_dependence_is_not_pairwise() -> None:
+    gen = torch.Generator().manual_seed(2)
+    ab = torch.randint(0, 2, (40000, 2), generator=gen)
+    sae, x = _codes_bae(torch.cat([ab, ab[:, :1] ^ ab[:, 1:]], dim=1))  # c = a xor b
+    est = estimate_entropy(sae, x)
+    assert joint_code_entropy(sae, x) == pytest.approx(2.0, abs=0.01)
+    assert est.tree_bound_bits == pytest.approx(3.0, abs=0.01)  # no pair sees the xor
+    assert est.tree_bound_bits >= joint_code_entropy(sae, x)
+
+
+def test_pairs_are_not_counted_above_the_limit_unless_asked() -> None:
+    sae = identity_bae(3)
+    x = torch.randint(0, 2, (100, 3)).float()
+    assert estimate_entropy(sae, x, count_pairs=False).tree_bound_bits is None
+    assert "tree_bound_bits" not in estimate_entropy(sae, x, count_pairs=False).to_dict()

@@ -166,8 +166,10 @@ def _corpus_command(model_name: str, args: argparse.Namespace, layers: list[int]
             f"  converged in {conv['steps']} steps" if conv["converged"]
             else f"  NOT CONVERGED after {conv['steps']} steps"
         )  # fmt: skip
+        tree = entry.get("tree_bound_bits")
+        bound = "" if tree is None else f" (pairwise tree bound {tree:.1f})"
         print(
-            f"{hook:<28} H = {entry['entropy_bits']:8.1f} bits  informative "
+            f"{hook:<28} H = {entry['entropy_bits']:8.1f} bits{bound}  informative "
             f"{entry['n_informative']}/{entry['n_bits']}  over {entry['n_samples']} tokens{flag}"
         )
     return {"layers": layers_result, "n_sequences": int(tokens.shape[0])}

@@ -751,3 +751,11 @@ def test_l0_price_is_coefficient_times_ones_per_token_with_estimator_gradient() 
     assert sae.get_coefficients()["l0"].value == 0.5
     with pytest.raises(ValueError, match="l0_coefficient"):
         make_training(l0_coefficient=-1.0)
+
+
+def test_a_non_finite_loss_stops_training_naming_the_step(tmp_path: Path) -> None:
+    sae = randomize(make_training(entropy_coefficient=0.1))
+    with torch.no_grad():
+        sae.W_dec[0, 0] = float("inf")
+    with pytest.raises(FloatingPointError, match=r"step 7: the loss is not finite \(mse_loss"):
+        sae.training_forward_pass(step_input(_randn(16, 4), step=7, entropy=0.1))

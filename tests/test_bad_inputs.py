@@ -165,6 +165,21 @@ def _gap(reason: str) -> pytest.MarkDecorator:
 
 
 Call = Callable[[Ctx], Any]
+
+
+def _nan_weight_step() -> Any:
+    """One BAE training step at step 3 after a weight turned NaN (as a diverging run's do)."""
+    from sae_lens.saes.sae import TrainStepInput
+
+    sae = bae_lens.BinaryAutoencoderTraining(TrainCfg(d_in=8, d_sae=16, init_firing_rate=None))
+    with torch.no_grad():
+        sae.W_dec[2, 1] = float("nan")
+    coefficients = {"entropy": 0.0, "covariance": 0.0}
+    return sae.training_forward_pass(
+        TrainStepInput(torch.randn(16, 8), coefficients, None, 3, False)
+    )
+
+
 CASES: list[tuple[str, Call, type[Exception], str]] = [
     # --- configuration values
     ("d_in zero", lambda c: TrainCfg(d_in=0, d_sae=4), ValueError, "d_in=0"),
@@ -420,6 +435,12 @@ CASES: list[tuple[str, Call, type[Exception], str]] = [
         ),
         ValueError,
         r"d.jsonl' could not be read as json \(ArrowInvalid",
+    ),
+    (
+        "a loss that turns non-finite mid-run",
+        lambda c: _nan_weight_step(),
+        FloatingPointError,
+        r"step 3: the loss is not finite \(mse_loss (nan|inf)",
     ),
     pytest.param(  # type: ignore[list-item]
         "empty text corpus",

@@ -90,7 +90,45 @@ def markdown_tables(
             cells.append("n/a" if c["kl_spliced"] is None else
                          f"{c['kl_spliced']:.4f} / {c['explained_variance']:.3f} / {c['n_dense_0.1']:.0f}")  # fmt: skip
         lines.append(f"| {arch} | " + " | ".join(cells) + " |")
+    verdicts = target_lines(table, l0s)
+    if verdicts:
+        lines += [
+            "",
+            "Against the recipe's targets (issue 12), where both curves reach the L0:",
+            "",
+        ]
+        lines += [f"- {v}" for v in verdicts]
     return "\n".join(lines)
+
+
+def target_lines(
+    table: Mapping[str, Mapping[str, Mapping[str, float | None]]], l0s: Sequence[float]
+) -> list[str]:
+    """At each matched L0: the BAE's KL against TopK's (ratio) and the random control's
+    (reduction; target >= 25%), and its features over 10% against TopK's."""
+    out = []
+    for v in l0s:
+        key = f"L0={v:g}"
+
+        def at(arch: str, metric: str, key: str = key) -> float | None:
+            return table.get(arch, {}).get(key, {}).get(metric)
+
+        bae_kl, bae_dense = at("bae", "kl_spliced"), at("bae", "n_dense_0.1")
+        if bae_kl is None or bae_dense is None:
+            continue
+        parts = []
+        topk_kl, topk_dense = at("topk", "kl_spliced"), at("topk", "n_dense_0.1")
+        if topk_kl is not None and topk_dense is not None:
+            parts.append(f"KL {bae_kl / topk_kl:.2f}x TopK's; features over 10%: "
+                         f"{bae_dense:.0f} vs TopK's {topk_dense:.0f}")  # fmt: skip
+        random_kl = at("random_bae", "kl_spliced")
+        if random_kl is not None:
+            cut = 1 - bae_kl / random_kl
+            parts.append(f"KL {cut:.0%} below the random control's "
+                         f"({'meets' if cut >= 0.25 else 'misses'} the 25% target)")  # fmt: skip
+        if parts:
+            out.append(f"L0 {v:g}: BAE " + "; ".join(parts))
+    return out
 
 
 def _note(m: Mapping[str, Any]) -> str:

@@ -235,3 +235,19 @@ def test_frontier_job_end_to_end_on_the_embedded_model(tmp_path: Path) -> None:
     assert set(second["results"]) == {Point("topk", 8).name, Point("topk", 16).name}
     saved = json.loads((tmp_path / "out" / "frontier.json").read_text())
     assert set(saved["results"]) == set(second["results"])
+
+
+def test_target_lines_compare_the_bae_with_topk_and_its_random_control() -> None:
+    from bae_lens.frontier_report import target_lines
+
+    table = {
+        "bae": {"L0=64": {"kl_spliced": 0.3, "n_dense_0.1": 40.0}},
+        "topk": {"L0=64": {"kl_spliced": 0.2, "n_dense_0.1": 100.0}},
+        "random_bae": {"L0=64": {"kl_spliced": 0.5, "n_dense_0.1": 0.0}},
+    }
+    (line,) = target_lines(table, (64,))
+    assert "KL 1.50x TopK's" in line and "40 vs TopK's 100" in line
+    assert "KL 40% below the random control's (meets the 25% target)" in line
+    table["random_bae"]["L0=64"]["kl_spliced"] = 0.35
+    assert "misses" in target_lines(table, (64,))[0]
+    assert target_lines({"topk": table["topk"]}, (64,)) == []

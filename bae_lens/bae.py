@@ -58,6 +58,7 @@ from bae_lens.penalties import (
     dependence_penalty,
     entropy_loss,
 )
+from bae_lens.runtime import HALF_DTYPES
 
 logger = logging.getLogger(__name__)
 
@@ -174,10 +175,24 @@ class _BinaryEncoding:
             )
 
     def hidden_pre(self: Any, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... n_bits"]:
-        """Pre-activations z (after hook_sae_acts_pre)."""
+        """Pre-activations z = process(x) @ W_enc + b_enc (after hook_sae_acts_pre); float32
+        for a half-precision BAE (see :meth:`_encoder_product`)."""
         self._check_input(x)
-        sae_in = self.process_sae_in(x)
-        return self.hook_sae_acts_pre(sae_in @ self.W_enc + self.b_enc)
+        product = self._encoder_product(self.process_sae_in(x))
+        return self.hook_sae_acts_pre(product + self.b_enc.to(product.dtype))
+
+    def _encoder_product(self: Any, sae_in: Tensor) -> Float[Tensor, "... n_bits"]:
+        """sae_in @ W_enc, in float32 when the BAE's weights are bfloat16/float16 or autocast
+        is on. The code is a threshold on z (z > 0, or the square wave's sign), so the
+        decision is taken on a float32 z: a half-precision product, rounded before b_enc is
+        added, flips the bits whose z is near a threshold (measured in the README, "Coming
+        from SAELens"). The weights and the input keep their half-precision rounding; the
+        values go back to the BAE's dtype after the code (0/1 is exact in every dtype)."""
+        half = self.W_enc.dtype in HALF_DTYPES or torch.is_autocast_enabled(sae_in.device.type)
+        if not half:
+            return sae_in @ self.W_enc
+        with torch.autocast(sae_in.device.type, enabled=False):
+            return sae_in.float() @ self.W_enc.float()
 
     def code(self, z: Float[Tensor, "... n_bits"]) -> Float[Tensor, "... n_bits"]:
         """The binary code of pre-activations z, without gradient estimator."""
@@ -186,9 +201,9 @@ class _BinaryEncoding:
         return step_code(z)
 
     @torch.no_grad()
-    def encode_bits(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... n_bits"]:
-        """The raw 0/1 code (d_sae * bits_per_feature bits) of x."""
-        return self.code(self.hidden_pre(x))
+    def encode_bits(self: Any, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... n_bits"]:
+        """The raw 0/1 code (d_sae * bits_per_feature bits) of x, in the BAE's dtype."""
+        return self.code(self.hidden_pre(x)).to(self.dtype)
 
     def decode(self: Any, feature_acts: Float[Tensor, "... d_sae"]) -> Float[Tensor, "... d_in"]:
         out = feature_acts @ self.W_dec + self.b_dec
@@ -285,7 +300,8 @@ class BinaryAutoencoder(_BinaryEncoding, SAE[BinaryAutoencoderConfig]):
     def encode(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
         estimator = "square_wave" if self.cfg.binarization == "square_wave" else "identity"
         bits = binarize(self.hidden_pre(x), estimator, period=self.cfg.square_wave_period)
-        return self.hook_sae_acts_post(bits_to_values(bits, self.cfg.bits_per_feature))
+        values = bits_to_values(bits, self.cfg.bits_per_feature).to(self.dtype)
+        return self.hook_sae_acts_post(values)
 
 
 @dataclass(kw_only=True)
@@ -482,7 +498,7 @@ class BinaryAutoencoderTraining(_BinaryEncoding, TrainingSAE[BinaryAutoencoderTr
     ) -> tuple[Float[Tensor, "... d_sae"], Float[Tensor, "... n_bits"]]:
         hidden_pre = self.hidden_pre(x)
         values = bits_to_values(self._surrogate_bits(hidden_pre), self.cfg.bits_per_feature)
-        return self.hook_sae_acts_post(values), hidden_pre
+        return self.hook_sae_acts_post(values.to(self.dtype)), hidden_pre
 
     @torch.no_grad()
     def initialize_from_batch(self, sae_in: Float[Tensor, "... d_in"]) -> None:
@@ -499,7 +515,7 @@ class BinaryAutoencoderTraining(_BinaryEncoding, TrainingSAE[BinaryAutoencoderTr
         x = self.run_time_activation_norm_fn_in(rows.to(self.dtype))
         self.b_dec.data.copy_(x.mean(dim=0))
         # Same input as hidden_pre: b_dec is subtracted only when apply_b_dec_to_input.
-        z = (x - self.b_dec * self.cfg.apply_b_dec_to_input) @ self.W_enc  # [n, n_bits]
+        z = self._encoder_product(x - self.b_dec * self.cfg.apply_b_dec_to_input)  # [n, n_bits]
         k = min(max(int(round((1 - rate) * z.shape[0])), 1), z.shape[0])
         self.b_enc.data.copy_(-z.kthvalue(k, dim=0).values)
         self._needs_data_init = False

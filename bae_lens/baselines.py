@@ -101,6 +101,7 @@ def baseline_config(
     l1_coefficient: float = 5.0,
     device: str = "cpu",
     firing_rate: float = 0.05,
+    dtype: str = "float32",
 ) -> TrainingSAEConfig:
     """SAELens training config of baseline ``name`` at width ``d_sae``.
 
@@ -112,6 +113,7 @@ def baseline_config(
         "d_in": d_in,
         "d_sae": d_sae,
         "device": device,
+        "dtype": dtype,
         "normalize_activations": NORMALIZE,
     }
     if name == "standard":

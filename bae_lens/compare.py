@@ -76,6 +76,8 @@ class CompareSettings:
     random_firing_rate: float | None = None
     """random_bae's per-bit rate; None: the BAE's mean rate (0.05 without a BAE)."""
     device: str = "cpu"
+    dtype: str = "float32"
+    """Every dictionary's dtype (:data:`bae_lens.runtime.DTYPES`)."""
     model_name: str = "custom"
     n_batches_for_norm_estimate: int = 20
     """As :func:`bae_lens.train.train_sae` (the norm estimate reads these batches first)."""
@@ -164,6 +166,7 @@ def train_dictionary(
         cached_activations_path=str(cache),
         n_batches_for_norm_estimate=s.n_batches_for_norm_estimate,
         device=s.device,
+        dtype=s.dtype,
         **common,
     )
 
@@ -176,6 +179,7 @@ def _transcoder_config(name: str, d_in: int, s: CompareSettings) -> TranscoderTr
         code=TRANSCODERS[name],  # type: ignore[arg-type]
         l1_coefficient=s.l1_coefficient,
         device=s.device,
+        dtype=s.dtype,
     )  # its own coefficients: its losses use "mean" reductions, the BAE's "sum"/"per_bit"
 
 
@@ -189,13 +193,14 @@ def _sae_config(name: str, d_in: int, s: CompareSettings, bae_folder: Path) -> A
             d_in=d_in,
             d_sae=s.expansion * d_in,
             device=s.device,
+            dtype=s.dtype,
             normalize_activations=NORMALIZE,
             **MAIN_JOB_DEFAULTS,
         )
     rate = s.random_firing_rate or _bae_firing_rate(bae_folder) or 0.05
     return baseline_config(
         name, d_in, s.expansion * d_in, k=s.k, l1_coefficient=s.l1_coefficient,
-        device=s.device, firing_rate=rate,
+        device=s.device, firing_rate=rate, dtype=s.dtype,
     )  # fmt: skip
 
 
@@ -251,7 +256,10 @@ def run_compare(
             train_dictionary(name, model, train_set, cache, work / name, settings, wandb)
     if todo and not keep_cache:
         shutil.rmtree(cache, ignore_errors=True)
-    saes = {n: SAE.load_from_disk(work / n, device=settings.device) for n in dictionaries}
+    saes = {
+        n: SAE.load_from_disk(work / n, device=settings.device, dtype=settings.dtype)
+        for n in dictionaries
+    }
     saes |= dict(extra_saes or {})
     results = evaluate_saes(model, saes, eval_tokens, eval_batch_size, clock=clock)
     logger.info(clock.summary_line())

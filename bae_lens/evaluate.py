@@ -383,12 +383,15 @@ def evaluate_folders(
     batch_size: int = 8,
     device: str = "cpu",
     eval_split: str = "auto",
+    dtype: str = "float32",
 ) -> dict[str, SpliceMetrics]:
     """Load the SAELens save ``folders`` (named by folder) or SAELens pretrained SAEs given
     as ``release/sae_id`` (named so, "/" written "__"), evaluate them side by side on
-    ``dataset``'s held-out text and write eval.json, eval.md and histograms to ``output``."""
+    ``dataset``'s held-out text and write eval.json, eval.md and histograms to ``output``.
+    ``dtype`` (:data:`bae_lens.runtime.DTYPES`) is the SAEs' and the model's."""
     from bae_lens import models
     from bae_lens.io import load_sae_or_pretrained, pretrained_ref
+    from bae_lens.runtime import resolve_dtype
     from bae_lens.transcoders import register_transcoders
 
     register_transcoders()
@@ -401,9 +404,12 @@ def evaluate_folders(
     if len(set(names)) != len(folders):
         raise ValueError(f"SAE folders {folders} have repeated names")
     saes = {
-        n: load_sae_or_pretrained(p, device=device) for n, p in zip(names, folders, strict=True)
+        n: load_sae_or_pretrained(p, device=device, dtype=dtype)
+        for n, p in zip(names, folders, strict=True)
     }
-    model = models.load_model(model_name or models.EMBEDDED_MODEL_NAME, device=device)
+    model = models.load_model(
+        model_name or models.EMBEDDED_MODEL_NAME, device=device, dtype=resolve_dtype(dtype)
+    )
     tokens = load_eval_tokens(model, dataset, context_size, n_sequences, eval_split)
     overrides = dict.fromkeys(saes, hook) if hook else None
     results = evaluate_saes(model, saes, tokens, batch_size, overrides)

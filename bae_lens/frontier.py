@@ -132,6 +132,8 @@ class FrontierSettings:
     lr: float = 1e-3
     context_size: int = 128
     device: str = "cpu"
+    dtype: str = "float32"
+    """Every point's SAE dtype and the model's (:data:`bae_lens.runtime.DTYPES`)."""
     n_batches_for_norm_estimate: int = 20
 
 
@@ -149,16 +151,20 @@ def point_config(point: Point, d_in: int, s: FrontierSettings, bae_rate: float |
             else {"entropy_coefficient": point.setting, "l0_coefficient": 0.0}
         )
         return BinaryAutoencoderTrainingConfig(
-            d_in=d_in, d_sae=d_sae, device=s.device, normalize_activations=NORMALIZE, **options
-        )
+            d_in=d_in, d_sae=d_sae, device=s.device, dtype=s.dtype,
+            normalize_activations=NORMALIZE, **options,
+        )  # fmt: skip
     if point.architecture == RANDOM_CONTROL:
         if bae_rate is None:
             raise ValueError(f"{point.name}: train the BAE with price {point.setting:g} first")
-        return baseline_config(RANDOM_CONTROL, d_in, d_sae, device=s.device, firing_rate=bae_rate)
+        return baseline_config(
+            RANDOM_CONTROL, d_in, d_sae, device=s.device, firing_rate=bae_rate, dtype=s.dtype
+        )
     k = int(point.setting)
     return baseline_config(
-        point.architecture, d_in, d_sae, k=k, l1_coefficient=point.setting, device=s.device
-    )
+        point.architecture, d_in, d_sae, k=k, l1_coefficient=point.setting, device=s.device,
+        dtype=s.dtype,
+    )  # fmt: skip
 
 
 def train_point(
@@ -251,7 +257,10 @@ def run_frontier(
         if not pending:
             return
         saes = {
-            p.name: SAE.load_from_disk(folder / p.name, device=settings.device) for p in pending
+            p.name: SAE.load_from_disk(
+                folder / p.name, device=settings.device, dtype=settings.dtype
+            )
+            for p in pending
         }
         results = evaluate_saes(model, saes, eval_tokens, eval_batch_size, clock=clock)
         for p in pending:
@@ -334,11 +343,11 @@ def frontier_job(
     from bae_lens import models
     from bae_lens.corpus import load_data
     from bae_lens.evaluate import build_eval_tokens
-    from bae_lens.runtime import environment
+    from bae_lens.runtime import DTYPES, environment
 
     started = time.time()
     name = model_name or models.EMBEDDED_MODEL_NAME
-    model = models.load_model(name, device=settings.device)
+    model = models.load_model(name, device=settings.device, dtype=DTYPES[settings.dtype])
     tokenizer = model.tokenizer
     if tokenizer is None:
         raise ValueError(f"model {name!r} has no tokenizer: cannot tokenize text")

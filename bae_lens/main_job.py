@@ -18,7 +18,7 @@ import torch
 from sae_lens import LoggingConfig
 
 from bae_lens.bae import BinaryAutoencoderTrainingConfig
-from bae_lens.runtime import set_threads
+from bae_lens.runtime import resolve_dtype, set_threads
 from bae_lens.splice_metrics import SpliceMetrics
 from bae_lens.stages import StageClock
 
@@ -63,6 +63,8 @@ class MainJobSettings:
     eval_sequences: int = 32
     output: str = "runs/bae"
     device: str = "cpu"
+    dtype: str = "float32"
+    """The SAE's, the activations' and the model's dtype (:data:`bae_lens.runtime.DTYPES`)."""
     threads: int | None = None
     autocast_lm: bool = False
     seed: int = 42
@@ -89,7 +91,7 @@ def run_main_job(settings: MainJobSettings) -> dict[str, Any]:
     BinaryAutoencoderTrainingConfig(d_in=1, d_sae=1, **s.bae_options)  # fail before loading
     model_name = s.model or models.EMBEDDED_MODEL_NAME
     with clock.stage("model load"):
-        model = models.load_model(model_name, device=s.device)
+        model = models.load_model(model_name, device=s.device, dtype=resolve_dtype(s.dtype))
     # Shuffle documents: the corpus is stored book by book, and a run that reads a prefix
     # of it should still see every book.
     with clock.stage("data load"):
@@ -112,6 +114,8 @@ def run_main_job(settings: MainJobSettings) -> dict[str, Any]:
         "training_tokens": s.training_tokens,
         "covariance_penalty": covariance_penalty,
         "threads": torch.get_num_threads(),
+        "device": s.device,
+        "dtype": s.dtype,
         "autocast_lm": s.autocast_lm,
         "stages": clock.as_dict(),
         "time_summary": clock.summary_line(total),
@@ -142,13 +146,15 @@ def _train(
         d_in=d_in,
         d_sae=s.expansion * d_in,
         device=s.device,
+        dtype=s.dtype,
         normalize_activations="expected_average_only_in",
         **s.bae_options,
     )
     train_sae(
         model, train_set, sae_cfg, s.hook, Path(s.output), model_name=model_name,
         training_tokens=s.training_tokens, train_batch_size_tokens=s.batch_tokens,
-        context_size=s.context_size, lr=s.lr, device=s.device, seed=s.seed, clock=clock,
+        context_size=s.context_size, lr=s.lr, device=s.device, dtype=s.dtype, seed=s.seed,
+        clock=clock,
         autocast_lm=s.autocast_lm, **({"logger": s.wandb} if s.wandb is not None else {}),
     )  # fmt: skip
     return sae_cfg.covariance_penalty
@@ -163,7 +169,7 @@ def _evaluate(
     from bae_lens.splice_metrics import plot_firing_rates
 
     out = Path(s.output)
-    inference = load_sae(out, device=s.device)
+    inference = load_sae(out, device=s.device, dtype=s.dtype)
     tokenizer = model.tokenizer
     if tokenizer is None:
         raise ValueError(f"model {model_name!r} has no tokenizer: cannot tokenize text")

@@ -1,4 +1,13 @@
-"""The process's runtime: torch CPU threads, and the environment record kept with results."""
+"""The process's runtime: one device, dtype and thread policy for every subcommand, and
+the environment record kept with results.
+
+- device: ``auto`` (CUDA if available, else MPS if available, else the CPU), ``cpu``,
+  ``cuda``, ``cuda:N`` or ``mps`` (:func:`resolve_device`);
+- dtype: ``float32`` (default), ``bfloat16`` or ``float16`` for the SAE and the model
+  (:func:`resolve_dtype`); a BAE in half precision still takes its 0/1 decision on a
+  float32 pre-activation (:meth:`bae_lens.bae._BinaryEncoding.hidden_pre`);
+- threads: :func:`set_threads`.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +19,23 @@ from typing import Any
 
 import torch
 
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+"""``--dtype`` names (SAELens's ``dtype`` strings) and their torch dtypes."""
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+
 
 def set_threads(threads: int | None) -> int:
-    """Use ``threads`` torch CPU threads; by default one on machines with <= 2 cores.
+    """Use ``threads`` torch CPU threads; the one thread policy of every subcommand.
 
-    On small shared machines two OpenMP threads were 40-100x slower than one whenever
-    another process was busy, so one thread is the safe default there; on larger machines
-    torch's own choice stands. Returns the thread count in force.
+    Default (``threads=None``, ``--threads`` not given): one thread on machines with
+    <= 2 cores, torch's own choice (one per physical core) on larger ones. On small shared
+    machines two OpenMP threads were 40-100x slower than one whenever another process was
+    busy, so one thread is the safe default there. Returns the thread count in force.
     """
     if threads is not None and threads < 1:
         raise ValueError(f"threads={threads}: must be >= 1")
@@ -53,12 +72,38 @@ def environment() -> dict[str, Any]:
     }
 
 
+def resolve_device(name: str) -> str:
+    """The torch device ``--device name`` means here: ``auto`` is ``cuda`` if CUDA is
+    available, else ``mps`` if MPS is, else ``cpu``; any other name is checked by
+    :func:`check_device`.
+
+    >>> resolve_device("cpu")
+    'cpu'
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if torch.backends.mps.is_available() else "cpu"
+    return check_device(name)
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """The torch dtype ``--dtype name`` means; ValueError listing the allowed names.
+
+    >>> resolve_dtype("bfloat16")
+    torch.bfloat16
+    """
+    if name not in DTYPES:
+        raise ValueError(f"--dtype {name}: not a supported dtype ({', '.join(DTYPES)})")
+    return DTYPES[name]
+
+
 def check_device(name: str) -> str:
     """``name`` if torch can use it here; ValueError naming what is wrong otherwise."""
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"--device {name}: not a torch device (cpu, cuda, cuda:N, mps)") from err
+        raise ValueError(f"--device {name}: not a torch device ({DEVICE_CHOICES})") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine (use cpu)")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():

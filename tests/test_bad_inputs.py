@@ -501,6 +501,9 @@ CLI_CASES = [
 ]
 if not torch.cuda.is_available():
     CLI_CASES.append((["train", "--device", "cuda"], "--device cuda: CUDA is not available"))
+    CLI_CASES.append((["comsem", "--device", "cuda:1"], "--device cuda:1: CUDA is not available"))
+if not torch.backends.mps.is_available():
+    CLI_CASES.append((["entropy", "--device", "mps"], "--device mps: MPS is not available"))
 
 
 @pytest.mark.parametrize(("argv", "match"), CLI_CASES, ids=[" ".join(a[:3]) for a, _ in CLI_CASES])
@@ -606,6 +609,24 @@ PREFLIGHT_CASES: list[tuple[str, list[str], str]] = [
      "$BAE_LENS_JUDGE_API_KEY"),
     ("comsem dictionary", ["comsem", "{tmp}/none", "--collect-only", "--output", "{tmp}/o"],
      "saes {tmp}/none: not a usable saved dictionary"),
+    # --device / --dtype: the same policy and the same message in every subcommand
+    ("train dtype", ["train", "--dtype", "float64", "--output", "{tmp}/o"],
+     "--dtype float64: not a supported dtype (float32, bfloat16, float16)"),
+    ("eval dtype", ["eval", "{tmp}/bae", "--dtype", "half", "--output", "{tmp}/o"],
+     "--dtype half: not a supported dtype (float32, bfloat16, float16)"),
+    ("eval device", ["eval", "{tmp}/bae", "--device", "gpu0", "--output", "{tmp}/o"],
+     "--device gpu0: not a torch device (auto, cpu, cuda, cuda:N, mps)"),
+    ("compare device", ["compare", "--device", "bogus", "--work-dir", "{tmp}/w", "--output",
+                        "{tmp}/o"],
+     "--device bogus: not a torch device (auto, cpu, cuda, cuda:N, mps)"),
+    ("frontier dtype", ["frontier", "--dtype", "int8", "--work-dir", "{tmp}/w", "--output",
+                        "{tmp}/o"],
+     "--dtype int8: not a supported dtype (float32, bfloat16, float16)"),
+    ("entropy device", ["entropy", "--device", "tpu", "--output", "{tmp}/e.json"],
+     "--device tpu: not a torch device (auto, cpu, cuda, cuda:N, mps)"),
+    ("comsem dtype", ["comsem", "{tmp}/bae", "--collect-only", "--dtype", "fp16", "--output",
+                      "{tmp}/o"],
+     "--dtype fp16: not a supported dtype (float32, bfloat16, float16)"),
     ("import-legacy output holds a run",
      ["import-legacy", "--model", "{tmp}/file.txt", "--output", "{tmp}/bae"],
      "--output {tmp}/bae: the folder already holds cfg.json"),

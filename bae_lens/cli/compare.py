@@ -10,12 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from bae_lens.cli.preflight import add_overwrite_argument, check_compare
+from bae_lens.cli.preflight import add_overwrite_argument, add_runtime_arguments, check_compare
 from bae_lens.cli.train import add_run_arguments, check_run_arguments, wandb_from_args
 from bae_lens.compare import DICTIONARIES, CompareSettings, check_dictionaries, run_compare
-from bae_lens.runtime import set_threads
+from bae_lens.runtime import resolve_dtype, set_threads
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,12 +46,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reuse", action="store_true", help="load dictionaries already in --work-dir")
     add_overwrite_argument(p)
     p.add_argument("--keep-cache", action="store_true", help="keep the activation cache")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_runtime_arguments(p)
     p.add_argument("--seed", type=int, default=42)
 
 
-def load_extra_saes(text: str, device: str) -> dict[str, Any]:
+def load_extra_saes(text: str, device: str, dtype: str = "float32") -> dict[str, Any]:
     """``--extra-saes``: each folder (named by folder) or ``release/sae_id`` (named so,
     "/" written "__"), loaded through :func:`bae_lens.io.load_sae_or_pretrained`."""
     from bae_lens.io import load_sae_or_pretrained, pretrained_ref
@@ -63,7 +60,7 @@ def load_extra_saes(text: str, device: str) -> dict[str, Any]:
         name = item.replace("/", "__") if pretrained_ref(item) else Path(item).name
         if name in extra or name in DICTIONARIES:
             raise ValueError(f"--extra-saes {item}: the name {name!r} is taken")
-        extra[name] = load_sae_or_pretrained(item, device=device)
+        extra[name] = load_sae_or_pretrained(item, device=device, dtype=dtype)
     return extra
 
 
@@ -79,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.time()
     names = [n.strip() for n in args.dictionaries.split(",") if n.strip()]
     check_dictionaries(names)
-    extra = load_extra_saes(args.extra_saes, args.device)  # before the model: fail early
+    extra = load_extra_saes(args.extra_saes, args.device, args.dtype)  # fail before the model
     model_name = args.model or models.EMBEDDED_MODEL_NAME
-    model = models.load_model(model_name, device=args.device)
+    model = models.load_model(model_name, device=args.device, dtype=resolve_dtype(args.dtype))
     train_set = load_data(
         args.dataset, "train", eval_split=args.eval_split, tokens=args.training_tokens
     )
@@ -100,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         l1_coefficient=args.l1_coefficient,
         random_firing_rate=args.random_firing_rate,
         device=args.device,
+        dtype=args.dtype,
         model_name=model_name,
     )
     payload = run_compare(

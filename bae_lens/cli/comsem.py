@@ -106,8 +106,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="judge verdicts, keyed by judge model (default "
         "benchmarks/results/comsem/calibration/judges.json in the repository)",
     )
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    from bae_lens.cli.preflight import add_runtime_arguments
+
+    add_runtime_arguments(p)
 
 
 def _labelled(paths: list[str]) -> dict[str, Path]:
@@ -135,9 +136,16 @@ def _collections(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         path = out / f"collection_{label}.json"
         if args.reuse_collection and path.exists():
             result[label] = Collection.from_json(json.loads(path.read_text()))
-    todo = {n: load_sae(f, device=args.device) for n, f in folders.items() if n not in result}
+    from bae_lens.runtime import resolve_dtype
+
+    todo = {
+        n: load_sae(f, device=args.device, dtype=args.dtype)
+        for n, f in folders.items()
+        if n not in result
+    }
     if todo:
-        model = models.load_model(args.model or models.EMBEDDED_MODEL_NAME, device=args.device)
+        name = args.model or models.EMBEDDED_MODEL_NAME
+        model = models.load_model(name, device=args.device, dtype=resolve_dtype(args.dtype))
         n_sequences = args.sequences or DEFAULT_SEQUENCES
         tokens = load_eval_tokens(model, args.dataset, args.context_size, n_sequences)
         collected = collect_many(

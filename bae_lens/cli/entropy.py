@@ -14,10 +14,11 @@ from typing import Any
 import torch
 
 from bae_lens.bae import BinaryAutoencoderTrainingConfig
-from bae_lens.cli.preflight import check_entropy
+from bae_lens.cli.preflight import add_runtime_arguments, check_entropy
 from bae_lens.config_args import add_config_options
 from bae_lens.entropy import DEFAULT_INFORMATIVE_THRESHOLD, NORMALIZATIONS, entropy_by_layer
 from bae_lens.hidden_states import collect_hidden_states, layer_hooks
+from bae_lens.runtime import resolve_dtype, set_threads
 
 SET_ENTROPY_DEFAULTS = {"entropy_coefficient": 0.05, "covariance_coefficient": 30.0}
 """A set's entropy is the rate of a BAE priced per bit of entropy (train_set_bae's
@@ -83,7 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=DEFAULT_INFORMATIVE_THRESHOLD)
     p.add_argument("--per-position", action="store_true", help="also entropy per position")
     p.add_argument("--output", default="entropy.json", help="JSON file to write")
-    p.add_argument("--threads", type=int, default=1)
+    add_runtime_arguments(p)  # the model and --sae; the set BAEs train in float32 on the CPU
     p.add_argument("--seed", type=int, default=0)  # fmt: skip
 
 
@@ -114,7 +115,7 @@ def _icl_command(model_name: str, args: argparse.Namespace, layers: list[int]) -
             )
     else:
         examples = [e for e in load_movie_reviews() if len(e[0]) <= args.max_chars]
-        model = load_model(model_name)
+        model = load_model(model_name, device=args.device, dtype=resolve_dtype(args.dtype))
         layer_hooks(model, layers)  # a layer the model lacks fails before any work
         states = icl.collect_icl_states(
             model, examples, ks, layers, n_prompts=args.n_prompts, seed=args.seed, progress=True
@@ -142,7 +143,7 @@ def _corpus_command(model_name: str, args: argparse.Namespace, layers: list[int]
     from bae_lens.evaluate import build_eval_tokens
     from bae_lens.models import load_model
 
-    model = load_model(model_name)
+    model = load_model(model_name, device=args.device, dtype=resolve_dtype(args.dtype))
     hooks = layer_hooks(model, layers)
     tok = model.tokenizer
     if tok is None:
@@ -154,7 +155,7 @@ def _corpus_command(model_name: str, args: argparse.Namespace, layers: list[int]
     if args.sae is not None:
         from bae_lens.io import load_bae
 
-        sae = load_bae(args.sae)
+        sae = load_bae(args.sae, device=args.device, dtype=args.dtype)
     layers_result = entropy_by_layer(
         {hook: x[:, 1:] for hook, x in states.items()},  # BOS dropped
         sae=sae, expansion=args.expansion, threshold=args.threshold,
@@ -185,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sae is not None and (len(layers) != 1 or args.icl):
         raise ValueError(f"--sae takes one layer and no --icl, got --layers {args.layers!r}")
     check_entropy(args, layers)  # before the model loads
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     started = time.time()
     model_name = args.model or EMBEDDED_MODEL_NAME
     command = _icl_command if args.icl else _corpus_command
@@ -193,7 +194,9 @@ def run(args: argparse.Namespace) -> int:
     results["seconds"] = round(time.time() - started, 1)
     results["command"] = "bae-lens entropy " + " ".join(sys.argv[2:])
     results["versions"] = {"torch": torch.__version__, "python": platform.python_version()}
-    results["device"] = f"cpu ({platform.machine()}), {torch.get_num_threads()} thread(s)"
+    results["device"] = (
+        f"{args.device} ({platform.machine()}), {args.dtype}, {torch.get_num_threads()} thread(s)"
+    )
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results))
     print(f"wrote {args.output}")

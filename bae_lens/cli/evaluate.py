@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from bae_lens.cli.preflight import check_evaluate
+from bae_lens.cli.preflight import add_runtime_arguments, check_evaluate
 from bae_lens.cli.train import EVAL_SPLIT_HELP
 from bae_lens.evaluate import evaluate_folders
 from bae_lens.runtime import set_threads
@@ -25,8 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-sequences", type=int, default=32, help="held-out sequences")
     p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
     p.add_argument("--output", default="runs/eval", help="folder for eval.json/.md and plots")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_runtime_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         n_sequences=args.eval_sequences,
         batch_size=args.batch_size,
         device=args.device,
+        dtype=args.dtype,
         eval_split=args.eval_split,
     )
     print(metrics_table(results))

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from bae_lens.cli.preflight import check_frontier
+from bae_lens.cli.preflight import add_runtime_arguments, check_frontier
 from bae_lens.cli.train import EVAL_SPLIT_HELP, check_run_arguments
 from bae_lens.frontier import (
     ARCHITECTURES,
@@ -60,8 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--work-dir", default="runs/frontier", help="trained points (resumable)")
     p.add_argument("--output", default="benchmarks/results/frontier", help="table, JSON, plot")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=None)
+    add_runtime_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="document shuffle of the cache")
 
 
@@ -75,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         hook=args.hook, model_name=args.model or "smollm2-135m-instruct",
         expansion=args.expansion, training_tokens=args.training_tokens,
         batch_tokens=args.batch_tokens, lr=args.lr, context_size=args.context_size,
-        device=args.device,
+        device=args.device, dtype=args.dtype,
     )  # fmt: skip
     payload = frontier_job(
         model_name=args.model, hook=args.hook, dataset=args.dataset, points=points,

@@ -14,7 +14,9 @@ with one line ``--option value: what is wrong and what is allowed``:
   shapes fit it);
 - the judge endpoint: one ``GET <base_url>/models`` with a short timeout; an error names
   the environment variable holding the key, never the key;
-- disk space for an activation cache against its estimated size (rows * d_in * 2 bytes).
+- disk space for an activation cache against its estimated size (rows * d_in * 2 bytes);
+- ``--device`` (``auto`` resolved to the device in force) and ``--dtype``, the same options
+  and policy in every subcommand that runs a model or an SAE (:func:`add_runtime_arguments`).
 """
 
 from __future__ import annotations
@@ -30,10 +32,33 @@ import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
-from bae_lens.runtime import check_device
+from bae_lens.runtime import DEVICE_CHOICES, DTYPES, resolve_device, resolve_dtype
 
 JUDGE_TIMEOUT_S = 5.0
 """Seconds the judge endpoint has to answer the pre-flight request."""
+
+
+def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
+    """``--device``, ``--dtype`` and ``--threads``, the same for every subcommand that runs
+    a model or an SAE (:mod:`bae_lens.runtime` holds the policy)."""
+    p.add_argument(
+        "--device",
+        default="auto",
+        help=f"torch device: {DEVICE_CHOICES}; auto: cuda if available, else mps if "
+        "available, else cpu",
+    )
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        help=f"dtype of the SAEs and the model: {', '.join(DTYPES)}; a BAE in half precision "
+        "still computes its pre-activation, and so its 0/1 code, in float32",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: 1 on machines with <= 2 cores, else torch's choice)",
+    )
 
 
 def add_overwrite_argument(p: argparse.ArgumentParser) -> None:
@@ -244,15 +269,20 @@ def check_judge(base_url: str, model: str, timeout: float = JUDGE_TIMEOUT_S) -> 
 # --------------------------------------------------------------------------- per command
 
 
-def _check_common(args: argparse.Namespace) -> None:
+def check_runtime(args: argparse.Namespace) -> None:
+    """``--threads``, ``--dtype`` and ``--device``; ``args.device`` becomes the device
+    ``auto`` resolves to, so everything after the pre-flight sees a concrete device."""
     if getattr(args, "threads", None) is not None and args.threads < 1:
         raise ValueError(f"--threads {args.threads}: must be >= 1")
+    if hasattr(args, "dtype"):
+        resolve_dtype(args.dtype)
     if hasattr(args, "device"):
-        check_device(args.device)
+        args.device = resolve_device(args.device)
 
 
 def check_train(args: argparse.Namespace) -> None:
-    """``bae-lens train``: BAE options, output run folder, datasets, hook."""
+    """``bae-lens train``: device and dtype, BAE options, output run folder, datasets, hook."""
+    check_runtime(args)
     from bae_lens.bae import BAE_OPTIONS, BinaryAutoencoderTrainingConfig
     from bae_lens.config_args import config_values
 
@@ -267,7 +297,9 @@ def check_train(args: argparse.Namespace) -> None:
 
 
 def check_compare(args: argparse.Namespace) -> None:
-    """``bae-lens compare``: its work folder (resumed with --reuse), output, dataset, hook."""
+    """``bae-lens compare``: device and dtype, its work folder (resumed with --reuse),
+    output, dataset, hook."""
+    check_runtime(args)
     from bae_lens.compare import TRANSCODERS, check_dictionaries, transcoder_hooks
 
     names = [n.strip() for n in args.dictionaries.split(",") if n.strip()]
@@ -292,7 +324,9 @@ def check_compare(args: argparse.Namespace) -> None:
 
 def check_frontier(args: argparse.Namespace) -> None:
     """``bae-lens frontier``: output folders (the work folder resumes), dataset, hook, and
-    disk space for the activation cache unless one for this model, hook and corpus exists."""
+    disk space for the activation cache unless one for this model, hook and corpus exists;
+    device and dtype."""
+    check_runtime(args)
     from bae_lens.activation_cache import ROWS_FILE, CacheKey
     from bae_lens.frontier import cache_folder
     from bae_lens.model_cache import EMBEDDED_MODEL_NAME
@@ -319,7 +353,7 @@ def check_frontier(args: argparse.Namespace) -> None:
 
 def check_evaluate(args: argparse.Namespace) -> None:
     """``bae-lens eval``: dictionaries, output, dataset, hook, sizes, device."""
-    _check_common(args)
+    check_runtime(args)
     for option in ("context_size", "eval_sequences", "batch_size"):
         low = 2 if option == "context_size" else 1
         if getattr(args, option) < low:
@@ -339,7 +373,7 @@ def check_comsem(args: argparse.Namespace) -> None:
     --collect-only or --local-judge)."""
     from bae_lens.comsem.judge import ENV_BASE_URL, ENV_MODEL
 
-    _check_common(args)
+    check_runtime(args)
     calibrate = getattr(args, "calibrate", False)
     if calibrate and (args.saes or args.collect_only):
         what = "dictionaries" if args.saes else "--collect-only"
@@ -366,7 +400,7 @@ def check_comsem(args: argparse.Namespace) -> None:
 
 def check_entropy(args: argparse.Namespace, layers: list[int]) -> None:
     """``bae-lens entropy``: output file, --sae folder, --states, layers."""
-    _check_common(args)
+    check_runtime(args)
     check_output_file("--output", args.output)
     if args.sae is not None:
         check_sae_folders("--sae", [args.sae])

@@ -6,14 +6,12 @@ import argparse
 import math
 from typing import Any
 
-import torch
 from sae_lens import LoggingConfig
 
 from bae_lens.bae import BAE_OPTIONS, BinaryAutoencoderTrainingConfig
-from bae_lens.cli.preflight import add_overwrite_argument, check_train
+from bae_lens.cli.preflight import add_overwrite_argument, add_runtime_arguments, check_train
 from bae_lens.config_args import add_config_options, config_values
 from bae_lens.main_job import DEFAULT_HOOK, MAIN_JOB_DEFAULTS, MainJobSettings, run_main_job
-from bae_lens.runtime import check_device
 from bae_lens.train import WANDB_PROJECT, wandb_logging
 
 EVAL_SPLIT_HELP = (
@@ -73,8 +71,6 @@ def check_run_arguments(args: argparse.Namespace) -> None:
             f"--training-tokens {args.training_tokens} is smaller than one minibatch "
             f"(--batch-tokens {args.batch_tokens})"
         )
-    if hasattr(args, "device"):
-        check_device(args.device)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -89,13 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--output", default="runs/bae", help="output directory")
     add_overwrite_argument(p)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (default: 1 on machines with <= 2 cores, else torch's choice)",
-    )
+    add_runtime_arguments(p)
     p.add_argument(
         "--autocast-lm",
         action="store_true",
@@ -128,6 +118,7 @@ def settings_from_args(args: argparse.Namespace) -> MainJobSettings:
         eval_sequences=args.eval_sequences,
         output=args.output,
         device=args.device,
+        dtype=args.dtype,
         threads=args.threads,
         autocast_lm=args.autocast_lm,
         seed=args.seed,

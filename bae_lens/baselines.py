@@ -53,6 +53,7 @@ from bae_lens.bae import (
     BinaryAutoencoderTraining,
     BinaryAutoencoderTrainingConfig,
 )
+from bae_lens.hidden_states import check_hooks
 
 logger = logging.getLogger(__name__)
 
@@ -157,9 +158,7 @@ def cache_activations(
     path = Path(path)
     if path.exists() and any(path.iterdir()):
         raise ValueError(f"cache path {str(path)!r} exists and is not empty")
-    for hook in hook_names:
-        if hook not in model.hook_dict:
-            raise ValueError(f"hook_name={hook!r} is not a hook of the model")
+    check_hooks(model, hook_names)
     if n_tokens < context_size:
         raise ValueError(
             f"n_tokens={n_tokens} is smaller than one row (context_size={context_size})"

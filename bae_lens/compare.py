@@ -44,6 +44,7 @@ from bae_lens.baselines import (
     cached_hooks,
 )
 from bae_lens.evaluate import evaluate_saes
+from bae_lens.hidden_states import check_hooks
 from bae_lens.main_job import MAIN_JOB_DEFAULTS
 from bae_lens.runtime import environment
 from bae_lens.splice_metrics import SpliceMetrics, metrics_table
@@ -225,8 +226,7 @@ def run_compare(
     its own wandb run (:func:`bae_lens.train.wandb_logging`). ``extra_saes`` (already
     trained, e.g. SAELens pretrained SAEs) are evaluated beside them, under their keys."""
     check_dictionaries(dictionaries)
-    if settings.hook not in model.hook_dict:
-        raise ValueError(f"hook_name={settings.hook!r} is not a hook of the model")
+    check_hooks(model, [settings.hook])
     work, out = Path(work_dir), Path(output_dir)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,7 @@ from bae_lens.collectives import (
     rank_and_world,
     shard_rows,
 )
+from bae_lens.runtime import set_threads
 
 logger = logging.getLogger(__name__)
 
@@ -267,8 +268,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_arg_parser().parse_args(argv)
-    if (os.cpu_count() or 1) <= 2:
-        torch.set_num_threads(1)
+    set_threads(None)  # bae_lens.runtime's policy: one thread on <= 2 cores
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"

@@ -59,6 +59,7 @@ from sae_lens import SAE
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from bae_lens.hidden_states import check_hooks
 from bae_lens.hooks import sae_hook_name
 from bae_lens.splice_metrics import (
     MetricAccumulator,
@@ -199,9 +200,7 @@ def _check_inputs(
             f"(batch_size={batch_size}): pass more held-out sequences or a smaller batch_size"
         )
     for name, pair in hooks.items():
-        for hook in pair:
-            if hook not in model.hook_dict:
-                raise ValueError(f"{name}: hook_name={hook!r} is not a hook of the model")
+        check_hooks(model, pair, f"{name}: hook_name")
 
 
 def _check_dims(name: str, sae: SAE[Any], hooks: tuple[str, str], x: Tensor, y: Tensor) -> None:

@@ -23,17 +23,29 @@ def layer_hooks(model: Any, layers: Sequence[int], kind: str = "resid_post") -> 
         if not 0 <= layer < n_layers:
             raise ValueError(f"layer={layer!r}: the model has layers 0..{n_layers - 1}")
         hook = f"blocks.{layer}.hook_{kind}"
-        if hook not in model.hook_dict:
-            raise ValueError(f"hook {hook!r} does not exist in the model (kind={kind!r})")
+        check_hooks(model, [hook], f"kind={kind!r}: hook_name")
         hooks.append(hook)
     return hooks
 
 
-def check_hooks(model: Any, hooks: Sequence[str]) -> None:
-    """ValueError naming the first of ``hooks`` that the model does not have."""
+HOOK_EXAMPLES = (
+    "TransformerLens names such as blocks.N.hook_resid_post, blocks.N.mlp.hook_post, "
+    "blocks.N.attn.hook_z"
+)
+
+
+def check_hooks(model: Any, hooks: Sequence[str], field: str = "hook_name") -> None:
+    """ValueError naming the first of ``hooks`` that the loaded ``model`` does not have:
+    ``{field}='...' is not a hook of the model; TransformerLens names such as ...``.
+
+    The one hook check on a loaded model (training, caching, harvesting, evaluation);
+    :func:`bae_lens.cli.preflight.check_hooks` checks the same names against the model's
+    config before it loads, in the same words."""
     for hook in hooks:
         if hook not in model.hook_dict:
-            raise ValueError(f"hook {hook!r} does not exist in the model")
+            n_layers = getattr(getattr(model, "cfg", None), "n_layers", None)
+            bound = f" (N < {n_layers})" if isinstance(n_layers, int) else ""
+            raise ValueError(f"{field}={hook!r} is not a hook of the model; {HOOK_EXAMPLES}{bound}")
 
 
 @torch.no_grad()

@@ -36,6 +36,7 @@ from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunne
 from sae_lens.saes.sae import TrainingSAE, TrainingSAEConfig
 from tqdm.auto import tqdm
 
+from bae_lens.hidden_states import check_hooks
 from bae_lens.model_cache import reloadable_model_name
 from bae_lens.stages import StageClock
 
@@ -164,8 +165,7 @@ def train_sae(
     SAELens's runner (bae_lens.resume uses one). ``clock`` receives the wall time of
     tokenisation, activation generation, the norm estimate and the SAE steps.
     """
-    if hook_name not in model.hook_dict:
-        raise ValueError(f"hook_name={hook_name!r} is not a hook of the model")
+    check_hooks(model, [hook_name])
     check_hook_width(model, hook_name, sae_cfg.d_in, "hook_head_index" in runner_overrides)
     if training_tokens < train_batch_size_tokens:
         raise ValueError(

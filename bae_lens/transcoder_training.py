@@ -29,6 +29,7 @@ from sae_lens.training.mixing_buffer import multi_hook_concat_split_iter
 from sae_lens.training.sae_trainer import SAETrainer
 from torch import Tensor
 
+from bae_lens.hidden_states import check_hooks
 from bae_lens.transcoders import TranscoderTraining, TranscoderTrainingConfig
 
 logger = logging.getLogger(__name__)
@@ -133,9 +134,7 @@ def train_transcoder(
     with wandb on (:func:`bae_lens.train.wandb_logging`): SAELens's trainer logs to a
     wandb run opened here, as SAELens's runner would.
     """
-    for hook in (hook_in, hook_out):
-        if hook not in model.hook_dict:
-            raise ValueError(f"hook_name={hook!r} is not a hook of the model")
+    check_hooks(model, [hook_in, hook_out])
     if training_tokens < train_batch_size_tokens:
         raise ValueError(
             f"training_tokens={training_tokens} is smaller than one batch "

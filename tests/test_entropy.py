@@ -160,7 +160,7 @@ def test_layer_hooks_and_collection(tiny_model: HookedTransformer) -> None:
     ]
     with pytest.raises(ValueError, match="layers 0..1"):
         layer_hooks(tiny_model, [2])
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match="is not a hook of the model"):
         layer_hooks(tiny_model, [0], kind="nonsense")
     tokens = torch.randint(0, 40, (5, 12))
     hooks = ["blocks.0.hook_resid_post"]

@@ -100,7 +100,7 @@ def test_last_token_states_match_a_plain_forward(model: HookedTransformer) -> No
         assert torch.allclose(got.logits[row], logits[0, -1, ids], atol=1e-5)
         for hook in hooks:
             assert torch.allclose(got.states[hook][row], cache[hook][0, -1], atol=1e-5)
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match="is not a hook of the model"):
         last_token_states(model, texts, ["blocks.9.hook_resid_post"])
     with pytest.raises(ValueError, match="no texts"):
         last_token_states(model, [], hooks)

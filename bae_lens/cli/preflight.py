@@ -181,7 +181,10 @@ def check_hooks(
     option: str, hooks: Iterable[str], shapes: dict[str, tuple[int, ...]] | None
 ) -> None:
     """Each hook is a TransformerLens hook of the model (``shapes`` from
-    :func:`model_hook_shapes`; None: the model is not checked)."""
+    :func:`model_hook_shapes`; None: the model is not checked), before the model loads;
+    once it has loaded, :func:`bae_lens.hidden_states.check_hooks` says the same."""
+    from bae_lens.hidden_states import HOOK_EXAMPLES
+
     if shapes is None:
         return
     n_layers = _n_layers(shapes)
@@ -192,9 +195,7 @@ def check_hooks(
         if block and int(block.group(1)) >= n_layers and f"blocks.0.{block.group(2)}" in shapes:
             raise ValueError(f"{option} {hook}: the model has blocks 0..{n_layers - 1}")
         raise ValueError(
-            f"{option} {hook}: not a hook of the model; TransformerLens names such as "
-            f"blocks.N.hook_resid_post, blocks.N.mlp.hook_post, blocks.N.attn.hook_z "
-            f"(N < {n_layers})"
+            f"{option} {hook}: not a hook of the model; {HOOK_EXAMPLES} (N < {n_layers})"
         )
 
 

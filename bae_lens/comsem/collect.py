@@ -37,6 +37,8 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from bae_lens.hidden_states import check_hooks
+
 logger = logging.getLogger(__name__)
 
 SCORES = ("auto", "burst", "activation", "zscore")
@@ -121,9 +123,7 @@ def _activations(
 ) -> Iterator[tuple[int, Tensor, dict[str, Tensor]]]:
     """(row offset, keep mask [b, T], {hook: [n_kept, d_in]}) batch by batch; one forward
     per batch, stopped after the last hooked block."""
-    for hook in hooks:
-        if hook not in model.hook_dict:
-            raise ValueError(f"hook_name={hook!r} is not a hook of the model")
+    check_hooks(model, hooks)
     layers = [stop_layer(h) for h in hooks]
     stop = None if None in layers else max(x for x in layers if x is not None)
     for start in range(0, len(tokens), batch_size):

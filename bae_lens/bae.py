@@ -64,6 +64,8 @@ logger = logging.getLogger(__name__)
 
 ARCHITECTURE = "bae"
 Binarization = Literal["step", "square_wave"]
+ACTIVATION_VIEWS: tuple[str, ...] = ("code", "margin", "burst")
+"""What an inference BAE's ``encode`` can return (:meth:`BinaryAutoencoder.set_activation_view`)."""
 OutputActivation = Literal["identity", "relu", "tanh", "sigmoid"]
 _OUTPUT_ACTIVATIONS: dict[str, Any] = {
     "identity": lambda x: x,
@@ -288,20 +290,108 @@ class BinaryAutoencoder(_BinaryEncoding, SAE[BinaryAutoencoderConfig]):
     feature change) works, also through ``HookedSAETransformer`` with ``use_error_term``.
     The step itself has zero gradient almost everywhere: these gradients are straight-through
     estimates (the "identity" training estimator), not derivatives of the forward function.
+
+    Graded views (:meth:`set_activation_view`), for tools that rank features by activation
+    (top-k example mining, activation quantiles, SAEBench autointerp, dashboards), which
+    find nothing to rank in a 0/1 code. The view changes what ``encode`` returns and what
+    ``hook_sae_acts_post`` sees; the reconstruction does not change:
+
+    - ``"code"`` (default): the 0/1 code above;
+    - ``"margin"``: relu(z) per bit, how far the pre-activation is past the firing
+      threshold (0 exactly where the bit is 0, so L0 and firing rates are the code's);
+    - ``"burst"``: the margin away from each bit's majority state, relu(z) for a bit that
+      fires on at most half of the tokens and relu(-z) for one that fires on more, so a
+      positive value marks the bit departing from its usual state, as ComSem's burst score
+      log2(|h - p| + eps) does (BAE_METHOD.md section 5); needs the firing rates.
+
+    In a graded view ``decode`` reads the code back from the values (a bit is in its
+    departed state where its value is > 0, passed straight through in backward), so
+    ``forward`` and spliced evaluations are those of the code. Exceptions, of measure zero:
+    a majority-on bit whose z is exactly 0 reads as on, and in float16 a margin below the
+    smallest subnormal reads as 0. Graded views need 1-bit features and the step
+    binarization.
     """
 
     b_enc: nn.Parameter
+    activation_view: str = "code"
+    """What ``encode`` returns: one of :data:`ACTIVATION_VIEWS`; set with
+    :meth:`set_activation_view`. Not saved: a loaded BAE starts with "code"."""
+    _majority_on: Tensor | None = None
 
     @override
     def initialize_weights(self) -> None:
         self._init_binary_weights()
 
+    def set_activation_view(
+        self, view: str, firing_rates: Tensor | None = None
+    ) -> BinaryAutoencoder:
+        """Choose what ``encode`` returns (see the class docstring); returns ``self``.
+
+        ``firing_rates`` [d_sae], each bit's fraction of tokens with h = 1, is required for
+        "burst" and ignored otherwise.
+
+        >>> sae = BinaryAutoencoder(BinaryAutoencoderConfig(d_in=2, d_sae=2))
+        >>> sae.set_activation_view("margin").activation_view
+        'margin'
+        """
+        _check_choice("view", view, ACTIVATION_VIEWS)
+        if view != "code" and (self.cfg.bits_per_feature != 1 or self.cfg.binarization != "step"):
+            raise ValueError(
+                f"view={view!r} needs bits_per_feature=1 and binarization='step', this BAE "
+                f"has bits_per_feature={self.cfg.bits_per_feature} and "
+                f"binarization={self.cfg.binarization!r}"
+            )
+        majority = None
+        if view == "burst":
+            if firing_rates is None:
+                raise ValueError("view='burst' needs firing_rates (each bit's rate in [0, 1])")
+            rates = torch.as_tensor(firing_rates).detach()
+            in_range = bool(((rates >= 0) & (rates <= 1)).all())
+            if tuple(rates.shape) != (self.n_bits,) or not in_range:
+                raise ValueError(
+                    f"firing_rates of shape {tuple(rates.shape)}: "
+                    f"expected ({self.n_bits},) values in [0, 1]"
+                )
+            majority = (rates > 0.5).to(self.W_enc.device)
+        self.activation_view, self._majority_on = view, majority
+        return self
+
+    def graded_values(self, z: Float[Tensor, "... n_bits"]) -> Float[Tensor, "... n_bits"]:
+        """The current view's values of pre-activations ``z`` (the 0/1 code for "code")."""
+        if self.activation_view == "code":
+            return self.code(z).to(self.dtype)
+        if self._majority_on is not None:  # "burst": a majority-on bit departs where z <= 0
+            z = torch.where(self._majority_on.to(z.device), -z, z)
+        return torch.relu(z).to(self.dtype)
+
     @override
     def encode(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
+        z = self.hidden_pre(x)
+        if self.activation_view != "code":
+            return self.hook_sae_acts_post(self.graded_values(z))
         estimator = "square_wave" if self.cfg.binarization == "square_wave" else "identity"
-        bits = binarize(self.hidden_pre(x), estimator, period=self.cfg.square_wave_period)
+        bits = binarize(z, estimator, period=self.cfg.square_wave_period)
         values = bits_to_values(bits, self.cfg.bits_per_feature).to(self.dtype)
         return self.hook_sae_acts_post(values)
+
+    @override
+    def decode(self, feature_acts: Float[Tensor, "... d_sae"]) -> Float[Tensor, "... d_in"]:
+        if self.activation_view != "code":
+            departed = binarize(feature_acts, "identity")  # 1[value > 0], identity backward
+            if self._majority_on is not None:
+                departed = torch.where(
+                    self._majority_on.to(departed.device), 1 - departed, departed
+                )
+            feature_acts = departed.to(self.dtype)
+        return super().decode(feature_acts)
+
+    @override
+    def flip_bits_(self, mask: Tensor) -> int:
+        n = super().flip_bits_(mask)
+        if self._majority_on is not None and n:  # a flipped bit's usual state flips with it
+            flipped = torch.as_tensor(mask, device=self._majority_on.device).to(torch.bool)
+            self._majority_on = self._majority_on ^ flipped
+        return n
 
 
 @dataclass(kw_only=True)

@@ -63,6 +63,9 @@ FLOORS: dict[str, int] = {
     "bae_lens.comsem.install": 4,
     "bae_lens.comsem.calibrate": 4,
     "bae_lens.comsem.detect": 4,
+    "bae_lens.feature_examples": 4,
+    "bae_lens.dashboard": 4,
+    "bae_lens.hub": 1,
 }
 CLI_FLOOR = 5
 

@@ -634,6 +634,27 @@ PREFLIGHT_CASES: list[tuple[str, list[str], str]] = [
      ["import-legacy", "--model", "{tmp}/file.txt", "--params", "{tmp}/p.pkl", "--output",
       "{tmp}/o"],
      "--params {tmp}/p.pkl: no such file"),
+    ("dashboard missing dictionary", ["dashboard", "{tmp}/none", "--output", "{tmp}/o"],
+     "sae {tmp}/none: not a usable saved dictionary: SAE directory"),
+    ("dashboard feature out of range",
+     ["dashboard", "{tmp}/bae", "--features", "3,16", "--output", "{tmp}/o"],
+     "--features 3,16: features are 0..15"),
+    ("dashboard ComSem file not JSON",
+     ["dashboard", "{tmp}/bae", "--comsem", "{tmp}/file.txt", "--output", "{tmp}/o"],
+     "file.txt': not a readable JSON file"),
+    ("dashboard output holds a run", ["dashboard", "{tmp}/bae", "--output", "{tmp}/bae"],
+     "--output {tmp}/bae: the folder already holds cfg.json"),
+    ("dashboard n-top", ["dashboard", "{tmp}/bae", "--n-top", "0", "--output", "{tmp}/o"],
+     "--n-top 0: must be >= 1"),
+    ("upload a folder that is no saved SAE", ["upload", "{tmp}/work", "--repo-id", "me/x"],
+     "sae {tmp}/work: not a usable saved dictionary"),
+    ("upload repo id", ["upload", "{tmp}/bae", "--repo-id", "bae"],
+     "--repo-id bae: give the hub repository as OWNER/NAME"),
+    ("upload without a token",
+     ["upload", "{tmp}/bae", "--repo-id", "me/x", "--path-in-repo", "layer0"],
+     "no hub token: set $HF_TOKEN"),
+    ("upload without a hook or a path", ["upload", "{tmp}/bae", "--repo-id", "me/x"],
+     "--path-in-repo (not given): '{tmp}/bae''s cfg.json names no hook"),
 ]  # fmt: skip
 NEEDS_EMBEDDED_CONFIG = ("hook", "layer", "disk space")
 
@@ -695,7 +716,7 @@ def test_preflight_fails_fast_with_one_line(
     if any(word in name for word in NEEDS_EMBEDDED_CONFIG) and embedded_config() is None:
         pytest.skip(EMBEDDED_HOOKS)
     for var in ("BAE_LENS_JUDGE_BASE_URL", "BAE_LENS_JUDGE_MODEL", "OPENAI_BASE_URL",
-                "OPENAI_API_KEY"):  # fmt: skip
+                "OPENAI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):  # fmt: skip
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("BAE_LENS_JUDGE_API_KEY", SECRET)
     _forbid_expensive_steps(monkeypatch)

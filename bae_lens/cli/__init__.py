@@ -31,6 +31,10 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
      "bae_lens.cli.legacy"),
     ("entropy", "entropy (bits) of the model's hidden states per layer/position, estimated with BAEs",
      "bae_lens.cli.entropy"),
+    ("dashboard", "static HTML pages of features: top examples by graded value, ComSem descriptions",
+     "bae_lens.cli.dashboard"),
+    ("upload", "push a saved SAE folder to the Hugging Face hub (token from $HF_TOKEN)",
+     "bae_lens.cli.upload"),
 ]  # fmt: skip
 
 
@@ -44,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         commands[name] = module.run
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if getattr(args, "dataset", "embedded") == "embedded":
+    if args.command != "upload" and getattr(args, "dataset", "embedded") == "embedded":
         for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
             os.environ.setdefault(name, "1")
     try:

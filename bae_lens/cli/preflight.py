@@ -417,3 +417,61 @@ def check_import_legacy(args: argparse.Namespace) -> None:
                          ("--hidden-states", args.hidden_states)):  # fmt: skip
         check_input_file(option, path)
     check_output_folder("--output", args.output, overwrite=args.overwrite)
+
+
+def check_dashboard(args: argparse.Namespace) -> None:
+    """``bae-lens dashboard``: the dictionary, sizes, features, the ComSem file, output,
+    dataset, hook, and the memory the per-token values of every feature would take."""
+    from bae_lens.dashboard import load_comsem_descriptions
+    from bae_lens.io import read_sae_config
+
+    check_runtime(args)
+    for option in ("context_size", "sequences", "batch_size", "n_top", "n_features"):
+        low = 2 if option == "context_size" else 1
+        if getattr(args, option) < low:
+            raise ValueError(
+                f"--{option.replace('_', '-')} {getattr(args, option)}: must be >= {low}"
+            )
+    check_sae_folders("sae", [args.sae])
+    d_sae = int(read_sae_config(args.sae)["d_sae"])
+    if args.features is not None:
+        try:
+            features = [int(f) for f in args.features.split(",") if f.strip()]
+        except ValueError:
+            raise ValueError(f"--features {args.features}: give feature ids like 3,17,42") from None
+        bad = [f for f in features if not 0 <= f < d_sae]
+        if not features or bad:
+            raise ValueError(f"--features {args.features}: features are 0..{d_sae - 1}")
+    if args.comsem is not None:
+        load_comsem_descriptions(args.comsem, args.comsem_name)
+    check_output_folder("--output", args.output, overwrite=args.overwrite)
+    check_dataset("--dataset", args.dataset, ["eval"])
+    if args.hook is not None:
+        check_hooks("--hook", [args.hook], model_hook_shapes(args.model))
+    tracked = d_sae * args.sequences * args.context_size * 4
+    if args.features is None and tracked > DASHBOARD_MAX_BYTES:
+        raise ValueError(
+            f"--sequences {args.sequences}: keeping every feature's value at every token takes "
+            f"{tracked / 1e9:.1f} GB (d_sae {d_sae}); give --features or fewer --sequences"
+        )
+
+
+DASHBOARD_MAX_BYTES = 2_000_000_000
+"""Largest per-token value table ``bae-lens dashboard`` keeps without --features."""
+
+
+def check_upload_args(args: argparse.Namespace) -> str:
+    """``bae-lens upload``: the folder is a saved SAE, the repository id is OWNER/NAME, and a
+    token is in the environment (named, never shown); returns the path in the repository."""
+    from bae_lens.hub import check_upload, hub_token
+
+    try:
+        where = check_upload(args.sae, args.repo_id, args.path_in_repo)
+    except FileNotFoundError as err:
+        raise ValueError(f"sae {args.sae}: not a usable saved dictionary: {err}") from None
+    except ValueError as err:
+        if str(err).startswith("--"):
+            raise
+        raise ValueError(f"sae {args.sae}: not a usable saved dictionary: {err}") from None
+    hub_token()
+    return where

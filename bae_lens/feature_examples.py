@@ -77,7 +77,14 @@ def _check_view(view: str, sae: Any) -> str:
 
 
 def _acts(
-    model: Any, tokens: Tensor, hook: str, batch_size: int, skip: Tensor, desc: str, progress: bool
+    model: Any,
+    tokens: Tensor,
+    hook: str,
+    batch_size: int,
+    skip: Tensor,
+    ignored: Tensor,
+    desc: str,
+    progress: bool,
 ) -> Iterator[tuple[int, Tensor, Tensor]]:
     """(first sequence, keep mask [b, T], activations [n_kept, d_in]) per batch."""
     if hook not in model.hook_dict:
@@ -89,7 +96,7 @@ def _acts(
             _, cache = model.run_with_cache(
                 batch.to(model.cfg.device), names_filter=[hook], stop_at_layer=stop_layer(hook)
             )
-        keep = ~torch.isin(batch, skip)  # [b, T]
+        keep = ~torch.isin(batch, skip) & ~ignored  # [b, T]
         yield start, keep, cache[hook][keep.to(cache[hook].device)]
 
 
@@ -104,6 +111,7 @@ def mine_examples(
     track: list[int] | None = None,
     batch_size: int = 8,
     skip_token_ids: list[int] | None = None,
+    ignore_positions: tuple[int, ...] = (),
     progress: bool = True,
 ) -> FeatureExamples:
     """Each feature's ``n_top`` highest-valued tokens of ``tokens`` under ``view``.
@@ -112,6 +120,9 @@ def mine_examples(
     "activation". "burst" first streams the corpus once for the firing rates. ``track``:
     features whose value at every token is kept (:attr:`FeatureExamples.tracked_values`).
     The view is set on a shallow copy of ``sae``: the SAE passed in keeps its own.
+    ``ignore_positions``: token positions left out like special tokens (SAE-Dashboard's
+    ``ignore_positions``); position 1, the first token after BOS, has a residual stream 1-6x
+    the median norm in the embedded model and takes over the top of many features' margins.
 
     Example (tiny model, BAE)::
 
@@ -128,6 +139,12 @@ def mine_examples(
     if skip_token_ids is None:
         skip_token_ids = list(getattr(tokenizer, "all_special_ids", []) or [])
     skip = torch.tensor(skip_token_ids, dtype=tokens.dtype)
+    ignored = torch.zeros(tokens.shape[1], dtype=torch.bool)
+    if any(not 0 <= p < tokens.shape[1] for p in ignore_positions):
+        raise ValueError(
+            f"ignore_positions={ignore_positions}: positions are 0..{tokens.shape[1] - 1}"
+        )
+    ignored[list(ignore_positions)] = True
     d_sae = sae.cfg.d_sae * getattr(sae.cfg, "bits_per_feature", 1)
     track = list(track or [])
     if any(not 0 <= j < d_sae for j in track):
@@ -135,7 +152,7 @@ def mine_examples(
     device = next(sae.parameters()).device
 
     def stream(desc: str) -> Iterator[tuple[int, Tensor, Tensor]]:
-        return _acts(model, tokens, hook, batch_size, skip, desc, progress)
+        return _acts(model, tokens, hook, batch_size, skip, ignored, desc, progress)
 
     fired = torch.zeros(d_sae, dtype=torch.float64)
     n = 0
@@ -215,13 +232,15 @@ def comsem_agreement(
     *,
     n: int = 10,
     min_samples: int = 6,
+    ignore_positions: tuple[int, ...] = (),
 ) -> Agreement:
     """Agreement of ``examples``' top-``n`` tokens per feature with ComSem's assignments.
 
     ``collection`` must hold every token ComSem assigned (collect with ``max_samples`` at
     least the corpus size), else a feature's set is cut short and ValueError names it.
     ``values`` [n_sequences, context, d_sae]: the view's value at every token, for the
-    chance level and ``samples_active``; without it, both are NaN.
+    chance level and ``samples_active``; without it, both are NaN. ``ignore_positions``:
+    ComSem samples at these positions are left out (mine ``examples`` with the same).
     """
     if n < 1:
         raise ValueError(f"n={n} must be >= 1")
@@ -236,7 +255,9 @@ def comsem_agreement(
                 f"feature {j}: the collection keeps {len(samples)} of its {count} samples; "
                 "collect with max_samples >= the number of corpus tokens"
             )
-        assigned = {(s.sequence, s.position) for s in samples}
+        assigned = {(s.sequence, s.position) for s in samples if s.position not in ignore_positions}
+        if len(assigned) < min_samples:
+            continue
         top = examples.top[j][:n]
         precision = sum((e.sequence, e.position) in assigned for e in top) / len(top)
         precisions.append(precision)

@@ -39,11 +39,14 @@ def main() -> None:
     p.add_argument("--context-size", type=int, default=128)
     p.add_argument("--top-k", type=int, default=10, help="ComSem's features per token")
     p.add_argument("--n", default="5,10,20", help="top-N ranked examples compared")
+    p.add_argument("--ignore-positions", default="",
+                   help="token positions left out of both rankings, e.g. 1 (after BOS)")  # fmt: skip
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="benchmarks/results/graded")
     args = p.parse_args()
     set_threads(args.threads)
     ns = [int(x) for x in args.n.split(",")]
+    ignore = tuple(int(x) for x in args.ignore_positions.split(",") if x.strip())
     saes = {str(f): load_bae(f) for f in args.saes}
     model = load_model_for_sae(args.saes[0])
     tokens = load_eval_tokens(model, "embedded", args.context_size, args.sequences)
@@ -56,14 +59,16 @@ def main() -> None:
         results[name] = {"d_sae": d_sae, "hook": sae.cfg.metadata.hook_name}
         for view in ("burst", "margin"):
             started = time.perf_counter()
-            ex = mine_examples(
-                model, sae, tokens, view=view, n_top=max(ns), track=list(range(d_sae))
-            )
+            ex = mine_examples(model, sae, tokens, view=view, n_top=max(ns),
+                               track=list(range(d_sae)), ignore_positions=ignore)  # fmt: skip
             seconds[f"{name} {view}"] = time.perf_counter() - started
             assert ex.tracked_values is not None
             values = ex.tracked_values.permute(1, 2, 0)  # [n_seq, T, d_sae]
             results[name][view] = {
-                str(n): comsem_agreement(ex, colls[name], values, n=n)._asdict() for n in ns
+                str(n): comsem_agreement(
+                    ex, colls[name], values, n=n, ignore_positions=ignore
+                )._asdict()
+                for n in ns
             }
             del ex, values
     print(f"{'dictionary':<24} {'view':<7} {'N':>3} {'features':>8} {'precision@N':>11} "
@@ -86,14 +91,16 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(),
         },
         "settings": {"sequences": args.sequences, "context_size": args.context_size,
+                     "ignore_positions": list(ignore),
                      "top_k": args.top_k, "n_tokens": colls[next(iter(colls))].n_tokens},
         "results": results,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
     }  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "graded_vs_comsem.json").write_text(json.dumps(record, indent=1))
-    print(f"written to {out}/graded_vs_comsem.json")
+    name = "graded_vs_comsem" + "".join(f"_ignore{p}" for p in ignore) + ".json"
+    (out / name).write_text(json.dumps(record, indent=1))
+    print(f"written to {out}/{name}")
 
 
 if __name__ == "__main__":

@@ -192,6 +192,20 @@ def test_mined_examples_are_the_brute_force_top(
     assert (ex.tracked_values[:, :, 0] == 0).all()
 
 
+def test_ignored_positions_are_neither_ranked_nor_counted(
+    model: HookedTransformer, tokens: torch.Tensor
+) -> None:
+    sae = _bae()
+    ex = mine_examples(model, sae, tokens, view="margin", n_top=50, skip_token_ids=[0],
+                       ignore_positions=(1, 2), progress=False)  # fmt: skip
+    assert ex.n_tokens == 10 * 13
+    assert all(e.position > 2 for exs in ex.top.values() for e in exs)
+    acts = _all_acts(model, tokens)[:, 3:]
+    assert torch.allclose(torch.tensor(ex.firing_rates), sae.encode(acts).mean((0, 1)))
+    with pytest.raises(ValueError, match=r"ignore_positions=\(16,\): positions are 0..15"):
+        mine_examples(model, sae, tokens, ignore_positions=(16,), progress=False)
+
+
 def test_agreement_by_hand() -> None:
     samples = {0: [Sample(0, 1, "a", "a"), Sample(0, 2, "b", "b"), Sample(1, 0, "c", "c")]}
     coll = Collection("bae", "burst", 1, 6, [0.5, 0.0], [3, 0], samples)
@@ -208,6 +222,9 @@ def test_agreement_by_hand() -> None:
     assert agree.chance == pytest.approx(2 / 3)  # 2 of the 3 active tokens assigned
     assert agree.samples_active == pytest.approx(2 / 3)  # (1, 0) is not active
     assert agree.above_chance == 0.0
+    # position 0 left out: ComSem keeps (0, 1) and (0, 2), the top examples are unchanged
+    agree = comsem_agreement(ex, coll, values, n=2, min_samples=2, ignore_positions=(0,))
+    assert (agree.precision, agree.chance, agree.samples_active) == (0.5, 2 / 3, 1.0)
     cut = Collection("bae", "burst", 1, 6, [0.5, 0.0], [4, 0], samples)
     with pytest.raises(ValueError, match="feature 0: the collection keeps 3 of its 4"):
         comsem_agreement(ex, cut, n=2, min_samples=3)

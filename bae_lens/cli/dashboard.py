@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--view", default="auto", choices=VIEWS,
                    help="ranking: auto = burst for a BAE, activation for other SAEs")  # fmt: skip
     p.add_argument("--n-top", type=int, default=20, help="top examples per feature")
+    p.add_argument("--ignore-positions", default="",
+                   help="token positions left out of the ranking, e.g. 1: the first token after "
+                        "BOS, whose large residual norm tops many features' margins")  # fmt: skip
     p.add_argument("--model", default=None, help="model name (default: the SAE's metadata)")
     p.add_argument("--hook", default=None, help="override the SAE's recorded hook")
     p.add_argument("--dataset", default="embedded", help="as for `bae-lens train` (eval split)")
@@ -68,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     examples = mine_examples(
         model, sae, tokens, args.hook, view=args.view, n_top=args.n_top,
         track=chosen or list(range(n_features)), batch_size=args.batch_size,
+        ignore_positions=tuple(int(x) for x in args.ignore_positions.split(",") if x.strip()),
     )  # fmt: skip
     features = chosen or pick_features(examples, args.n_features, sorted(descriptions))
     title = f"{Path(args.sae).name} ({sae.cfg.architecture()}, {sae.cfg.metadata.hook_name})"

@@ -442,6 +442,15 @@ def check_dashboard(args: argparse.Namespace) -> None:
         bad = [f for f in features if not 0 <= f < d_sae]
         if not features or bad:
             raise ValueError(f"--features {args.features}: features are 0..{d_sae - 1}")
+    try:
+        ignored = [int(x) for x in args.ignore_positions.split(",") if x.strip()]
+    except ValueError:
+        ignored = [-1]
+    if any(not 0 <= x < args.context_size for x in ignored):
+        raise ValueError(
+            f"--ignore-positions {args.ignore_positions}: give positions 0..{args.context_size - 1}"
+            ", comma-separated"
+        )
     if args.comsem is not None:
         load_comsem_descriptions(args.comsem, args.comsem_name)
     check_output_folder("--output", args.output, overwrite=args.overwrite)

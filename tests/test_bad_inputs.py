@@ -804,3 +804,26 @@ def test_saelens_featurewise_evals_take_two_bits_per_feature() -> None:
     assert metrics["encoder_bias"] == pytest.approx([5.0])
     standard = StandardSAE(StandardSAEConfig(d_in=2, d_sae=3))
     assert len(evals.get_featurewise_weight_based_metrics(standard)["encoder_norm"]) == 3
+
+
+def test_architecture_check_accepts_any_name_sharing_the_trained_inference_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The random control registers the BAE's inference config under a second name; a BAE's
+    folder must still load as 'bae' whichever name the registry lists first."""
+    from bae_lens.baselines import register_baselines
+    from bae_lens.io import RUNNER_CFG_FILENAME, check_architecture_claim
+
+    import bae_lens.io as io_module
+
+    register_baselines()
+    registry = dict(io_module.SAE_CLASS_REGISTRY)
+    first = {"random_bae": registry.pop("random_bae")}  # the control listed before the BAE
+    monkeypatch.setattr(io_module, "SAE_CLASS_REGISTRY", first | registry)
+    folder = _saved(tmp_path)
+    runner = {"sae": TrainCfg(d_in=8, d_sae=16).to_dict()}
+    (folder / RUNNER_CFG_FILENAME).write_text(json.dumps(runner))
+    cfg = json.loads((folder / "cfg.json").read_text())
+    check_architecture_claim(folder, cfg)  # "bae": accepted
+    with pytest.raises(ValueError, match="set architecture='bae'"):
+        check_architecture_claim(folder, cfg | {"architecture": "standard"})

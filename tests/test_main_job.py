@@ -36,7 +36,7 @@ def test_main_job_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
             "--output", str(out),
         ]
     )  # fmt: skip
-    assert code == 0
+    assert code == 0, capsys.readouterr().err[-2000:]
     printed = capsys.readouterr().out
     for name in ("explained variance", "CE loss recovered", "burst L0", "entropy (bits)"):
         assert name in printed

@@ -811,10 +811,9 @@ def test_architecture_check_accepts_any_name_sharing_the_trained_inference_confi
 ) -> None:
     """The random control registers the BAE's inference config under a second name; a BAE's
     folder must still load as 'bae' whichever name the registry lists first."""
+    import bae_lens.io as io_module
     from bae_lens.baselines import register_baselines
     from bae_lens.io import RUNNER_CFG_FILENAME, check_architecture_claim
-
-    import bae_lens.io as io_module
 
     register_baselines()
     registry = dict(io_module.SAE_CLASS_REGISTRY)

@@ -57,6 +57,7 @@ from bae_lens.penalties import (
     code_stats_from_rates,
     dependence_penalty,
     entropy_loss,
+    firing_rates,
 )
 from bae_lens.runtime import HALF_DTYPES
 
@@ -646,7 +647,7 @@ class BinaryAutoencoderTraining(_BinaryEncoding, TrainingSAE[BinaryAutoencoderTr
 
     @torch.no_grad()
     def _track_firing_rates(self, bits: Tensor) -> None:
-        rates = rearrange(bits.detach(), "... n_bits -> (...) n_bits").float().mean(0)
+        rates = firing_rates(rearrange(bits.detach(), "... n_bits -> (...) n_bits").float())
         if self.recent_firing_rates is None:
             self.recent_firing_rates = rates
         else:

@@ -111,20 +111,18 @@ def _config_fields(architecture: str) -> set[str]:
     return {f.name for f in dataclasses.fields(SAE_CLASS_REGISTRY[architecture][1])}
 
 
-def _trained_as(runner_path: Path) -> str | None:
-    """The inference architecture of the dictionary that ``runner_cfg.json`` says was
-    trained (a training architecture may save as another: batchtopk as jumprelu; names
-    joined by "|" when several share that inference config, as the random control and the
-    BAE do), or None when the file is absent or its architecture is not registered here."""
+def _trained_as(runner_path: Path) -> list[str]:
+    """The names of the inference architecture of the dictionary that ``runner_cfg.json``
+    says was trained (a training architecture may save as another: batchtopk as jumprelu;
+    several names may share one inference config, as the random control and the BAE do),
+    or [] when the file is absent or its architecture is not registered here."""
     try:
         sae = json.loads(runner_path.read_text())["sae"]
         training_cfg_cls = SAE_TRAINING_CLASS_REGISTRY[sae["architecture"]][1]
         inference_cls = training_cfg_cls.from_dict(sae).get_inference_config_class()
     except Exception:  # absent, unreadable, unregistered: nothing to compare with
-        return None
-    names = [a for a, (_, c) in SAE_CLASS_REGISTRY.items() if c is inference_cls]
-    # several names may share one inference config (the random control saves as a BAE)
-    return "|".join(sorted(names)) or None
+        return []
+    return sorted(a for a, (_, c) in SAE_CLASS_REGISTRY.items() if c is inference_cls)
 
 
 def check_architecture_claim(path: str | Path, cfg: dict[str, Any]) -> None:
@@ -140,9 +138,9 @@ def check_architecture_claim(path: str | Path, cfg: dict[str, Any]) -> None:
     path = Path(path)
     claimed = cfg.get("architecture", "standard")
     where = str(path / SAE_CFG_FILENAME)
-    trained = _trained_as(path / RUNNER_CFG_FILENAME)
-    if trained is not None and claimed not in trained.split("|"):
-        trained = trained.split("|")[0]
+    names = _trained_as(path / RUNNER_CFG_FILENAME)
+    if names and claimed not in names:
+        trained = names[0]
         raise ValueError(
             f"{where!r}: architecture={claimed!r}, but {RUNNER_CFG_FILENAME} says the weights "
             f"were trained as a dictionary saved as {trained!r}; set architecture={trained!r}"

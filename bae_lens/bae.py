@@ -60,6 +60,7 @@ from bae_lens.penalties import (
     firing_rates,
 )
 from bae_lens.runtime import HALF_DTYPES
+from bae_lens.train_step import raise_if_loss_not_finite
 
 logger = logging.getLogger(__name__)
 
@@ -623,14 +624,7 @@ class BinaryAutoencoderTraining(_BinaryEncoding, TrainingSAE[BinaryAutoencoderTr
         if self._needs_data_init and step_input.n_training_steps == 0:
             self.initialize_from_batch(step_input.sae_in)
         output = super().training_forward_pass(step_input)
-        if not bool(torch.isfinite(output.loss.detach())):
-            parts = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in output.losses.items())
-            raise FloatingPointError(
-                f"BAE training step {step_input.n_training_steps}: the loss is not finite "
-                f"({parts}); stopped before this step's update, so no weight is NaN and "
-                "nothing is saved over the last checkpoint. Lower the learning rate or the "
-                "coefficients, or check the activations."
-            )
+        raise_if_loss_not_finite(output, step_input.n_training_steps, "BAE")
         if self.cfg.bits_per_feature == 1:
             self._track_firing_rates(output.feature_acts)
         record_step = step_input.n_training_steps % self.cfg.log_every == 0

@@ -16,7 +16,9 @@ SAELens 6.54 loads and splices transcoders (architecture ``"transcoder"``, outpu
         + entropy_coefficient * H(code) + covariance_coefficient * D(code)  (binary)
 
   with H and D the BAE's entropy and dependence penalties (:mod:`bae_lens.penalties`).
-- Training: SAELens's ``SAETrainer`` (Adam, schedules, gradient clipping).
+- Training: SAELens's ``SAETrainer`` (Adam, schedules, gradient clipping); a non-finite
+  loss stops it before the update, naming the step, with the BAE's check
+  (:func:`bae_lens.train_step.raise_if_loss_not_finite`).
 - Saving: SAELens's format, architecture ``"transcoder"`` (ReLU) or ``"bae_transcoder"``
   (binary; registered with SAELens by :func:`register_transcoders`), so
   ``SAE.load_from_disk`` and :func:`bae_lens.evaluate.evaluate_sae` take either.
@@ -48,6 +50,7 @@ from typing_extensions import override
 
 from bae_lens.binarize import ESTIMATORS, binarize, step_code
 from bae_lens.penalties import DEPENDENCE_PENALTIES, dependence_penalty, entropy_loss
+from bae_lens.train_step import raise_if_loss_not_finite
 
 logger = logging.getLogger(__name__)
 
@@ -248,12 +251,7 @@ class TranscoderTraining(TrainingSAE[TranscoderTrainingConfig]):
                 else zero
             )
         loss = sum(losses.values(), hidden_pre.new_zeros(()))
-        if step_input.n_training_steps % self.cfg.log_every == 0:
-            record = {"step": float(step_input.n_training_steps)}
-            record |= {name: float(value.detach()) for name, value in losses.items()}
-            record["l0"] = float((feature_acts != 0).float().sum(-1).mean())
-            self.training_log.append(record)
-        return TrainStepOutput(
+        output = TrainStepOutput(
             sae_in=y,
             sae_out=y_hat,
             feature_acts=feature_acts,
@@ -261,6 +259,13 @@ class TranscoderTraining(TrainingSAE[TranscoderTrainingConfig]):
             loss=loss,
             losses=losses,
         )
+        raise_if_loss_not_finite(output, step_input.n_training_steps, "transcoder")
+        if step_input.n_training_steps % self.cfg.log_every == 0:
+            record = {"step": float(step_input.n_training_steps)}
+            record |= {name: float(value.detach()) for name, value in losses.items()}
+            record["l0"] = float((feature_acts != 0).float().sum(-1).mean())
+            self.training_log.append(record)
+        return output
 
     @override
     def calculate_aux_loss(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:

@@ -30,6 +30,7 @@ FLOORS: dict[str, int] = {
     "bae_lens.transcoders": 1,
     "bae_lens.io": 1,
     "bae_lens.hooks": 1,
+    "bae_lens.train_step": 1,  # SAELens's step and the loss check the architectures run
     # 2: models and data
     "bae_lens.models": 2,
     "bae_lens.model_cache": 2,

@@ -14,12 +14,15 @@ gradient of the global mean.
 SAELens's trainer is not DDP-aware (``training_forward_pass`` is not a module forward,
 so ``DistributedDataParallel`` hooks would not fire). :func:`train_data_parallel` is the
 smallest loop that is: every rank takes its contiguous shard of each global batch of a
-fixed activation stream, runs SAELens's ``TrainingSAE.training_forward_pass``, averages
-parameter gradients with ``all_reduce``, clips them to norm 1 and steps Adam and the
-learning-rate / coefficient schedulers exactly as ``SAETrainer._train_step`` does. Every
-rank starts from rank 0's weights and applies the same averaged gradient, so the Adam
-state stays identical without being communicated. With one process (no process group)
-it is plain single-process training, the reference the 2-process run is tested against.
+fixed activation stream and takes :func:`bae_lens.train_step.train_step` (the step of
+``SAETrainer._train_step``: SAELens's ``training_forward_pass``, clipping to norm 1, Adam,
+the learning-rate / coefficient schedulers) with parameter gradients averaged by
+``all_reduce`` between backward and clipping. Every rank starts from rank 0's weights and
+applies the same averaged gradient, so the Adam state stays identical without being
+communicated. With one process (no process group) it is plain single-process training,
+the reference the 2-process run is tested against. A non-finite loss stops the rank that
+sees it before the update (the penalties are global, the MSE is per shard); torchrun
+then stops the others.
 
 Launch (CPU: gloo; GPUs: NCCL, one GPU per rank)::
 
@@ -63,6 +66,7 @@ from bae_lens.collectives import (
     shard_rows,
 )
 from bae_lens.runtime import set_threads
+from bae_lens.train_step import SAELENS_MAX_GRAD_NORM, TrainingState, train_step
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +109,7 @@ def train_data_parallel(
     lr_scheduler_name: str = "constant",
     lr_warm_up_steps: int = 0,
     lr_decay_steps: int = 0,
-    max_grad_norm: float = 1.0,
+    max_grad_norm: float = SAELENS_MAX_GRAD_NORM,
 ) -> list[dict[str, float]]:
     """Train ``sae`` (a SAELens ``TrainingSAE``) on ``n_steps`` GLOBAL batches.
 
@@ -115,9 +119,6 @@ def train_data_parallel(
     No dead-neuron mask is tracked (``dead_neuron_mask=None``): fine for the BAE and
     L1 SAEs, not for architectures whose auxiliary loss needs it (TopK, BatchTopK).
     """
-    from sae_lens.saes.sae import TrainCoefficientConfig, TrainStepInput
-    from sae_lens.training.optim import CoefficientScheduler, get_lr_scheduler
-
     norm = sae.cfg.normalize_activations
     if norm in ("expected_average_only_in", "covariance_whitening"):
         raise ValueError(
@@ -127,48 +128,22 @@ def train_data_parallel(
         )
     rank, world = rank_and_world()
     broadcast_parameters(sae)
-    optimizer = torch.optim.Adam(sae.parameters(), lr=lr, betas=adam_betas)
-    scheduler = get_lr_scheduler(
-        lr_scheduler_name,
-        optimizer=optimizer,
-        training_steps=n_steps,
-        lr=lr,
-        warm_up_steps=lr_warm_up_steps,
-        decay_steps=lr_decay_steps,
-        lr_end=lr / 10,
-        num_cycles=1,
-    )
-    coefficients: dict[str, CoefficientScheduler] = {}
-    for name, value in sae.get_coefficients().items():
-        if not isinstance(value, TrainCoefficientConfig):
-            value = TrainCoefficientConfig(value=value, warm_up_steps=0)
-        coefficients[name] = CoefficientScheduler(value.warm_up_steps, value.value)
+    state = TrainingState.for_sae(
+        sae, lr=lr, n_steps=n_steps, adam_betas=adam_betas,
+        lr_scheduler_name=lr_scheduler_name, lr_warm_up_steps=lr_warm_up_steps,
+        lr_decay_steps=lr_decay_steps,
+    )  # fmt: skip
     history: list[dict[str, float]] = []
     for step, batch in zip(range(n_steps), batches, strict=False):
         shard = shard_rows(batch.to(sae.device, sae.dtype), rank, world)
         if getattr(sae, "_needs_data_init", False) and step == 0:
             sae.initialize_from_batch(gather_rows(shard))  # the global batch, as 1 process
         n_records = len(getattr(sae, "training_log", ()))
-        sae.train()
-        output = sae.training_forward_pass(
-            TrainStepInput(
-                sae_in=shard,
-                coefficients={k: s.value for k, s in coefficients.items()},
-                dead_neuron_mask=None,
-                n_training_steps=step,
-                is_logging_step=False,
-            )
+        output = train_step(
+            sae, shard, state, reduce_gradients=average_gradients, max_grad_norm=max_grad_norm
         )
         if len(getattr(sae, "training_log", ())) > n_records:
             _globalise_last_record(sae, output)
-        output.loss.backward()
-        average_gradients(sae)
-        torch.nn.utils.clip_grad_norm_(sae.parameters(), max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad()
-        scheduler.step()
-        for coefficient in coefficients.values():
-            coefficient.step()
         # entropy and covariance losses are already global; the MSE is a shard mean
         losses = {k: float(all_reduce_mean(v.detach())) for k, v in output.losses.items()}
         history.append({"step": float(step), "loss": sum(losses.values()), **losses})

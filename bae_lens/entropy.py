@@ -28,13 +28,13 @@ from typing import Any, NamedTuple
 import torch
 from einops import rearrange
 from jaxtyping import Float
-from sae_lens.saes.sae import TrainStepInput
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from bae_lens.bae import BinaryAutoencoderTraining, BinaryAutoencoderTrainingConfig
 from bae_lens.binarize import bits_to_values
 from bae_lens.penalties import binary_entropy_bits
+from bae_lens.train_step import TrainingState, train_step
 
 logger = logging.getLogger(__name__)
 
@@ -402,10 +402,11 @@ def train_set_bae(
     mean norm sqrt(d_in) (SAELens's ``expected_average_only_in``); ``"spread"`` to mean
     squared distance d_in from their mean (entropy ignores a common offset, which in a
     residual stream can dwarf the differences between members); ``"none"`` trains on the
-    rows as given. Each step is SAELens's
-    ``training_forward_pass`` on a random minibatch, then Adam with gradient clipping at 1
-    (as SAETrainer). Defaults are the main job's coefficients (entropy 0.05, covariance 30
-    per bit). ``config`` passes further :class:`BinaryAutoencoderTrainingConfig` fields.
+    rows as given. Each step is :func:`bae_lens.train_step.train_step` (SAETrainer's step:
+    ``training_forward_pass`` on a random minibatch, Adam with gradient clipping at 1, the
+    config's coefficient warm-ups) at a constant learning rate. Defaults are the main job's
+    coefficients (entropy 0.05, covariance 30 per bit). ``config`` passes further
+    :class:`BinaryAutoencoderTrainingConfig` fields (``l0_coefficient``, warm-ups, ...).
 
     The loss is squared error per row (summed over d_in) + entropy_coefficient x H (bits per
     row), so a bit survives when it lowers the squared error of the rows it splits by more
@@ -451,8 +452,7 @@ def train_set_bae(
         **config,
     )
     sae = BinaryAutoencoderTraining(cfg)
-    opt = torch.optim.Adam(sae.parameters(), lr=lr)
-    coefficients = {"entropy": entropy_coefficient, "covariance": covariance_coefficient}
+    state = TrainingState.for_sae(sae, lr=lr, n_steps=steps)
     steps_per_epoch = train.shape[0] // batch_size
     order = torch.randperm(train.shape[0])
     warm = max(cfg.entropy_start_step + cfg.entropy_warm_up_steps, cfg.covariance_warm_up_steps)
@@ -472,11 +472,7 @@ def train_set_bae(
             order = torch.randperm(train.shape[0])  # a new epoch
         start = (step % steps_per_epoch) * batch_size
         batch = train[order[start : start + batch_size]]
-        out = sae.training_forward_pass(TrainStepInput(batch, coefficients, None, step, False))
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad()
+        train_step(sae, batch, state)
     if not trajectory or trajectory[-1][0] != done:
         trajectory.append((done, *_held_out_check(sae, val)))
     converged = done >= warm and plateaued(trajectory, tolerance, ev_tolerance, patience)

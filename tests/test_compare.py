@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
+from types import SimpleNamespace
 
 import datasets
 import pytest
@@ -88,6 +90,35 @@ def test_compare_writes_table_json_and_plot(tmp_path, model):
     )
     assert {n for n in again["stages"] if not n.startswith("eval: ")} == set()
     assert again["results"]["bae"]["l0"] == pytest.approx(saved["results"]["bae"]["l0"])
+
+
+def test_transcoders_train_with_their_own_coefficients(tmp_path, monkeypatch):
+    """The transcoder's losses are means over tokens (entropy "mean" reduction), the BAE's
+    a sum over d_in and per bit: the main job's BAE coefficients are in other units, so
+    compare hands each transcoder its own defaults (and the shared l1_coefficient)."""
+    import bae_lens.compare as compare
+    from bae_lens.main_job import MAIN_JOB_DEFAULTS
+    from bae_lens.transcoders import TranscoderTraining, TranscoderTrainingConfig
+
+    trained: dict[str, TranscoderTrainingConfig] = {}
+    monkeypatch.setattr(
+        compare, "train_transcoder", lambda _m, cfg, *_a, **_k: trained.setdefault(cfg.code, cfg)
+    )
+    model = SimpleNamespace(cfg=SimpleNamespace(d_model=8))
+    settings = _settings(l1_coefficient=2.5)
+    for name in ("transcoder_bae", "transcoder_relu"):
+        compare.train_dictionary(name, model, None, tmp_path, tmp_path / name, settings)
+    own = {f.name: f.default for f in fields(TranscoderTrainingConfig)}
+    binary = trained["binary"]
+    for coefficient in ("entropy_coefficient", "covariance_coefficient"):
+        assert getattr(binary, coefficient) == own[coefficient], coefficient
+        assert getattr(binary, coefficient) != MAIN_JOB_DEFAULTS[coefficient], coefficient
+    assert not hasattr(binary, "l0_coefficient")  # the BAE's price per firing is not passed
+    assert TranscoderTraining(binary).get_coefficients() == {  # what its trainer schedules
+        "entropy": own["entropy_coefficient"],
+        "covariance": own["covariance_coefficient"],
+    }
+    assert trained["relu"].l1_coefficient == 2.5
 
 
 def test_bad_inputs(tmp_path, model):

@@ -2,11 +2,11 @@
 
 Many dictionaries trained on the same activations (a sparsity frontier, ablations) should
 pay for the model's forward passes once. :func:`build_cache` runs the model to the hooked
-block only, drops each sequence's BOS position, and writes the remaining rows to
-``activations.npy`` (float16, ``[n_rows, d_in]``, opened with ``numpy.lib.format
-.open_memmap``) beside ``meta.json``, which records what the rows are (:class:`CacheKey`:
-model, hook, dataset, split, context size, row count, document seed) and how far the
-build got. A killed build resumes from its last flushed row; a finished cache opens in
+block only (:func:`bae_lens.hidden_states.iter_hidden_states`), drops each sequence's BOS
+position, and writes the remaining rows to ``activations.npy`` (float16, ``[n_rows,
+d_in]``, opened with ``numpy.lib.format.open_memmap``) beside ``meta.json``, which
+records what the rows are (:class:`CacheKey`: model, hook, dataset, split, context size,
+row count, document seed) and how far the build got. A killed build resumes from its last flushed row; a finished cache opens in
 any process without reading it into memory (:func:`open_cache`), and opening it with a
 key that differs in any field is refused with the fields named.
 
@@ -32,6 +32,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
+
+from bae_lens.hidden_states import check_hooks, iter_hidden_states
 
 logger = logging.getLogger(__name__)
 
@@ -179,14 +181,13 @@ def _build_locked(
     flush_every: int,
     progress: bool,
 ) -> ActivationCache:
-    from bae_lens.hidden_states import check_hooks
-
     check_hooks(model, [key.hook])
     if tokens.shape[1] != key.context_size:
         raise ValueError(
             f"tokens of shape {tuple(tokens.shape)}: context_size is {key.context_size}"
         )
-    if tokens.shape[0] < sequences_needed(key.n_rows, key.context_size):
+    n_seq = sequences_needed(key.n_rows, key.context_size)
+    if tokens.shape[0] < n_seq:
         raise ValueError(
             f"{tokens.shape[0]} sequences hold fewer than n_rows={key.n_rows} rows "
             f"({key.context_size - 1} per sequence)"
@@ -200,17 +201,16 @@ def _build_locked(
             return open_cache(path, key)
     done = int(record["rows_done"]) if record else 0
     rows: Any = np.load(path / ROWS_FILE, mmap_mode="r+") if done else None
-    stop = int(key.hook.split(".")[1]) + 1 if key.hook.startswith("blocks.") else None
     per_seq = key.context_size - 1
+    first = done // per_seq  # a resumed build starts at the sequence holding row `done`
     bar = tqdm(total=key.n_rows, initial=done, unit="tok", unit_scale=True, desc="cache",
                disable=not progress)  # fmt: skip
-    batch_index = 0
-    while done < key.n_rows:
-        first = done // per_seq
-        batch = tokens[first : first + batch_size]
-        _, cache = model.run_with_cache(batch, names_filter=[key.hook], stop_at_layer=stop)
-        acts = cache[key.hook][:, 1:].reshape(-1, cache[key.hook].shape[-1])  # [b*(ctx-1), d]
-        acts = acts[done - first * per_seq : key.n_rows - first * per_seq]
+    batches = iter_hidden_states(model, tokens[first:n_seq], [key.hook], batch_size=batch_size)
+    for batch_index, batch in enumerate(batches, start=1):
+        seq = first + batch.start
+        states = batch.states[key.hook]
+        acts = states[:, 1:].reshape(-1, states.shape[-1])  # [b*(ctx-1), d]: BOS not kept
+        acts = acts[done - seq * per_seq : key.n_rows - seq * per_seq]
         d_in = acts.shape[-1]
         if rows is None:
             rows = np.lib.format.open_memmap(
@@ -222,7 +222,6 @@ def _build_locked(
         rows[done : done + acts.shape[0]] = clipped.cpu().numpy().astype(np.float16)
         done += acts.shape[0]
         bar.update(acts.shape[0])
-        batch_index += 1
         if batch_index % flush_every == 0 or done == key.n_rows:
             rows.flush()
             _write_meta(path, {"format": CACHE_FORMAT, "key": asdict(key), "rows_done": done,

@@ -23,9 +23,9 @@ from typing import Any, NamedTuple
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from bae_lens.comsem.collect import Collection, is_binary, stop_layer
+from bae_lens.comsem.collect import Collection, is_binary
+from bae_lens.hidden_states import iter_hidden_states
 
 VIEWS = ("auto", "margin", "burst", "activation")
 
@@ -76,30 +76,6 @@ def _check_view(view: str, sae: Any) -> str:
     return view
 
 
-def _acts(
-    model: Any,
-    tokens: Tensor,
-    hook: str,
-    batch_size: int,
-    skip: Tensor,
-    ignored: Tensor,
-    desc: str,
-    progress: bool,
-) -> Iterator[tuple[int, Tensor, Tensor]]:
-    """(first sequence, keep mask [b, T], activations [n_kept, d_in]) per batch."""
-    if hook not in model.hook_dict:
-        raise ValueError(f"hook_name={hook!r} is not a hook of the model")
-    starts = range(0, len(tokens), batch_size)
-    for start in tqdm(starts, desc=desc, disable=not progress):
-        batch = tokens[start : start + batch_size]
-        with torch.no_grad():
-            _, cache = model.run_with_cache(
-                batch.to(model.cfg.device), names_filter=[hook], stop_at_layer=stop_layer(hook)
-            )
-        keep = ~torch.isin(batch, skip) & ~ignored  # [b, T]
-        yield start, keep, cache[hook][keep.to(cache[hook].device)]
-
-
 def mine_examples(
     model: Any,
     sae: Any,
@@ -138,21 +114,26 @@ def mine_examples(
     tokenizer = getattr(model, "tokenizer", None)
     if skip_token_ids is None:
         skip_token_ids = list(getattr(tokenizer, "all_special_ids", []) or [])
-    skip = torch.tensor(skip_token_ids, dtype=tokens.dtype)
-    ignored = torch.zeros(tokens.shape[1], dtype=torch.bool)
     if any(not 0 <= p < tokens.shape[1] for p in ignore_positions):
         raise ValueError(
             f"ignore_positions={ignore_positions}: positions are 0..{tokens.shape[1] - 1}"
         )
-    ignored[list(ignore_positions)] = True
     d_sae = sae.cfg.d_sae * getattr(sae.cfg, "bits_per_feature", 1)
     track = list(track or [])
     if any(not 0 <= j < d_sae for j in track):
         raise ValueError(f"track={track}: features are 0..{d_sae - 1}")
     device = next(sae.parameters()).device
 
+    skip = skip_token_ids
+
     def stream(desc: str) -> Iterator[tuple[int, Tensor, Tensor]]:
-        return _acts(model, tokens, hook, batch_size, skip, ignored, desc, progress)
+        """(first sequence, keep mask [b, T], activations [n_kept, d_in]) per batch."""
+        for batch in iter_hidden_states(
+            model, tokens, [hook], batch_size=batch_size, skip_token_ids=skip,
+            ignore_positions=ignore_positions, progress=progress, desc=desc,
+        ):  # fmt: skip
+            acts = batch.states[hook]
+            yield batch.start, batch.keep, acts[batch.keep.to(acts.device)]
 
     fired = torch.zeros(d_sae, dtype=torch.float64)
     n = 0

@@ -1,7 +1,8 @@
 """ComSem collection: which tokens each feature is salient on (BAE_METHOD.md section 5).
 
 Two streaming passes over a token corpus, each a batched forward that stops at the hooked
-block (``stop_at_layer``), so the corpus's activations are never held in memory:
+block (:func:`bae_lens.hidden_states.iter_hidden_states`), so the corpus's activations are
+never held in memory:
 
 1. firing rate of every feature, p_j = mean_t 1[h_j(t) > 0] (plus the mean and standard
    deviation of the activation, for the z-score option);
@@ -24,8 +25,6 @@ sampled.
 from __future__ import annotations
 
 import logging
-import math
-import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -35,15 +34,14 @@ import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from bae_lens.hidden_states import check_hooks
+from bae_lens.hidden_states import iter_hidden_states
+from bae_lens.hidden_states import stop_layer as stop_layer  # public here before the harvester
 
 logger = logging.getLogger(__name__)
 
 SCORES = ("auto", "burst", "activation", "zscore")
 BURST_EPS = 1e-6
-_LAYER_RE = re.compile(r"^blocks\.(\d+)\.")
 
 
 class Sample(NamedTuple):
@@ -95,12 +93,6 @@ class Collection:
         return cls(samples=samples, **data)
 
 
-def stop_layer(hook_name: str) -> int | None:
-    """``stop_at_layer`` that still runs ``hook_name`` (None: run the whole model)."""
-    match = _LAYER_RE.match(hook_name)
-    return int(match.group(1)) + 1 if match else None
-
-
 def is_binary(sae: Any) -> bool:
     """True for codes read as 0/1 bits (a BAE, or the random-code control)."""
     return callable(getattr(sae, "encode_bits", None))
@@ -116,24 +108,6 @@ def _check_score(score: str, sae: Any) -> str:
     if score == "auto":
         return "burst" if is_binary(sae) else "activation"
     return score
-
-
-def _activations(
-    model: Any, tokens: Tensor, hooks: list[str], batch_size: int, skip: Tensor
-) -> Iterator[tuple[int, Tensor, dict[str, Tensor]]]:
-    """(row offset, keep mask [b, T], {hook: [n_kept, d_in]}) batch by batch; one forward
-    per batch, stopped after the last hooked block."""
-    check_hooks(model, hooks)
-    layers = [stop_layer(h) for h in hooks]
-    stop = None if None in layers else max(x for x in layers if x is not None)
-    for start in range(0, len(tokens), batch_size):
-        batch = tokens[start : start + batch_size]
-        with torch.no_grad():
-            _, cache = model.run_with_cache(
-                batch.to(model.cfg.device), names_filter=hooks, stop_at_layer=stop
-            )
-        keep = ~torch.isin(batch, skip)  # [b, T]
-        yield start, keep, {h: cache[h][keep.to(cache[h].device)] for h in hooks}
 
 
 class _Dictionary:
@@ -277,13 +251,17 @@ def collect_many(
     tokenizer = getattr(model, "tokenizer", None)
     if skip_token_ids is None:
         skip_token_ids = list(getattr(tokenizer, "all_special_ids", []) or [])
-    skip = torch.tensor(skip_token_ids, dtype=tokens.dtype)
-    n_batches = math.ceil(len(tokens) / batch_size)
     label = ",".join(saes)
+    skip = skip_token_ids
 
     def stream(desc: str) -> Iterator[tuple[int, Tensor, dict[str, Tensor]]]:
-        batches = _activations(model, tokens, hooks, batch_size, skip)
-        return tqdm(batches, total=n_batches, desc=f"{label}: {desc}", disable=not progress)
+        """(row offset, keep mask [b, T], {hook: [n_kept, d_in]}) per batch."""
+        for batch in iter_hidden_states(
+            model, tokens, hooks, batch_size=batch_size, skip_token_ids=skip,
+            progress=progress, desc=f"{label}: {desc}",
+        ):  # fmt: skip
+            keep = batch.keep
+            yield batch.start, keep, {h: x[keep.to(x.device)] for h, x in batch.states.items()}
 
     # pass 1: firing rates (and moments for the z-score)
     started = time.perf_counter()

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from bae_lens.bae import BinaryAutoencoderTraining, BinaryAutoencoderTrainingConfig
 from bae_lens.binarize import bits_to_values
+from bae_lens.hidden_states import typical_rows
 from bae_lens.penalties import binary_entropy_bits
 from bae_lens.train_step import TrainingState, train_step
 
@@ -353,11 +354,7 @@ def drop_outlier_rows(x: Float[Tensor, "n d"], factor: float | None = 10.0) -> F
         if not bool(finite.any()):
             raise ValueError(f"all {x.shape[0]} rows contain NaN or inf")
         logger.warning("dropped %d of %d rows with NaN or inf", int((~finite).sum()), x.shape[0])
-        x = x[finite]
-    if factor is None:
-        return x
-    norms = x.norm(dim=-1)
-    return x[norms <= factor * norms.median()]
+    return x[typical_rows(x, factor)]  # the harvester's rule (bae_lens.hidden_states)
 
 
 def set_scale(rows: Float[Tensor, "n d_in"], normalize: str) -> float:

@@ -9,10 +9,11 @@ per dictionary with the output hook's activation replaced by the reconstruction
 its residual is a norm outlier and SAELens training excludes special tokens. Likewise for
 massive activations elsewhere (SmolLM2: the first token after BOS now and then, norm ~160x
 the median): positions whose clean activation at the output hook has a norm above
-``outlier_norm_factor`` (default 10) times the batch's median are left clean and not
-counted (``n_outliers`` says how many), matching bae_lens.train's outlier filter. Several
-dictionaries evaluated together (:func:`evaluate_saes`) share the clean and zero-ablated
-passes.
+``outlier_norm_factor`` (default 10) times the batch's median, or holding NaN or inf, are
+left clean and not counted (``n_outliers`` says how many): the outlier rule of
+:func:`bae_lens.hidden_states.typical_rows`, which bae_lens.train's filter applies too.
+Several dictionaries evaluated together (:func:`evaluate_saes`) share the clean and
+zero-ablated passes.
 
 Formulas. x: the dictionary's input at one token, y: the clean activation at its output
 hook (y = x for an SAE), y^: its reconstruction, z: its code; sums run over the N
@@ -59,7 +60,7 @@ from sae_lens import SAE
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from bae_lens.hidden_states import check_hooks
+from bae_lens.hidden_states import check_hooks, typical_rows
 from bae_lens.hooks import sae_hook_name
 from bae_lens.splice_metrics import (
     MetricAccumulator,
@@ -131,12 +132,11 @@ def _kl_sum(clean_probs: Tensor, clean_logprobs: Tensor, logprobs: Tensor) -> Te
 
 
 def _clean_positions(activation: Tensor, factor: float | None) -> Tensor:
-    """``[batch, pos]`` mask of positions kept clean: BOS, and norms > factor x median."""
-    norms = activation.flatten(2).norm(dim=-1)  # [batch, pos]
-    mask = torch.zeros_like(norms, dtype=torch.bool)
-    mask[:, 0] = True
-    if factor is not None:
-        mask |= norms > factor * norms[:, 1:].median()
+    """``[batch, pos]`` mask of positions kept clean: BOS, and the rows that are not typical
+    (:func:`bae_lens.hidden_states.typical_rows`: NaN or inf, or a norm > factor x the
+    batch's median after BOS)."""
+    mask = torch.ones(activation.shape[:2], dtype=torch.bool, device=activation.device)
+    mask[:, 1:] = ~typical_rows(activation.flatten(2)[:, 1:], factor)
     return mask
 
 

@@ -28,10 +28,9 @@ from jaxtyping import Float
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from bae_lens.entropy import estimate_entropy, train_set_bae
-from bae_lens.hidden_states import check_hooks, layer_hooks
+from bae_lens.hidden_states import check_hooks, iter_hidden_states, layer_hooks
 
 LABEL_WORDS = ("negative", "positive")
 ICL_TEMPLATE = "Review: {text}\nSentiment:"
@@ -102,7 +101,8 @@ def last_token_states(
     progress: bool = False,
 ) -> LastTokenStates:
     """Hidden states at the last token of each text (BOS prepended; right padding, which a
-    causal model never attends to from earlier positions).
+    causal model never attends to from earlier positions; harvested by
+    :func:`bae_lens.hidden_states.iter_hidden_states`).
 
     Only the logits of ``logit_ids`` at the last token are computed: the final norm and
     those unembedding columns are applied to one row per text, not the full vocabulary at
@@ -115,32 +115,31 @@ def last_token_states(
     if tok is None or tok.bos_token_id is None:
         raise ValueError("the model needs a tokenizer with a BOS token to prepend")
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    ids = [[tok.bos_token_id, *tok(t, add_special_tokens=False)["input_ids"]] for t in texts]
     ids_out = torch.tensor(list(logit_ids), dtype=torch.long)
+    final_hook = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"  # after the last block
+    needed = list(dict.fromkeys([*hooks, final_hook] if len(ids_out) else hooks))
     out: dict[str, list[Tensor]] = {h: [] for h in hooks}
     logits = []
-    starts = range(0, len(texts), batch_size)
-    for start in tqdm(starts, desc="prompts", disable=not progress):
-        ids = [
-            [tok.bos_token_id, *tok(t, add_special_tokens=False)["input_ids"]]
-            for t in texts[start : start + batch_size]
-        ]
-        width = max(len(i) for i in ids)
-        tokens = torch.tensor([i + [pad] * (width - len(i)) for i in ids])  # [batch, width]
-        rows, last = torch.arange(len(ids)), torch.tensor([len(i) - 1 for i in ids])
-        resid, cache = model.run_with_cache(
-            tokens.to(model.cfg.device), names_filter=list(hooks), stop_at_layer=model.cfg.n_layers
-        )
-        final = resid[rows, last]  # [batch, d_model]: after the last block
-        if model.cfg.normalization_type is not None:
-            final = model.ln_final(final)
-        chosen = final @ model.W_U[:, ids_out] + model.b_U[ids_out]  # [batch, n_ids]
-        cap = model.cfg.output_logits_soft_cap
-        if cap > 0:
-            chosen = cap * torch.tanh(chosen / cap)
-        logits.append(chosen.float().cpu())
+    batches = iter_hidden_states(
+        model, ids, needed, batch_size=batch_size, pad_token_id=pad, progress=progress,
+        desc="prompts",
+    )  # fmt: skip
+    for batch in batches:
+        rows, last = torch.arange(len(batch.lengths)), batch.lengths - 1
+        if len(ids_out):
+            final = batch.states[final_hook][rows, last]  # [batch, d_model]
+            if model.cfg.normalization_type is not None:
+                final = model.ln_final(final)
+            chosen = final @ model.W_U[:, ids_out] + model.b_U[ids_out]  # [batch, n_ids]
+            cap = model.cfg.output_logits_soft_cap
+            if cap > 0:
+                chosen = cap * torch.tanh(chosen / cap)
+            logits.append(chosen.float().cpu())
         for hook in hooks:
-            out[hook].append(cache[hook][rows, last].float().cpu())
-    return LastTokenStates({hook: torch.cat(v) for hook, v in out.items()}, torch.cat(logits))
+            out[hook].append(batch.states[hook][rows, last].float().cpu())
+    states = {hook: torch.cat(v) for hook, v in out.items()}
+    return LastTokenStates(states, torch.cat(logits) if logits else torch.zeros(len(texts), 0))
 
 
 def label_token_ids(tokenizer: Any) -> list[int]:

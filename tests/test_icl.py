@@ -100,6 +100,9 @@ def test_last_token_states_match_a_plain_forward(model: HookedTransformer) -> No
         assert torch.allclose(got.logits[row], logits[0, -1, ids], atol=1e-5)
         for hook in hooks:
             assert torch.allclose(got.states[hook][row], cache[hook][0, -1], atol=1e-5)
+    alone = last_token_states(model, texts, hooks[:1], batch_size=2)  # no logits asked
+    assert alone.logits.shape == (3, 0)
+    assert torch.allclose(alone.states[hooks[0]], got.states[hooks[0]], atol=1e-6)
     with pytest.raises(ValueError, match="is not a hook of the model"):
         last_token_states(model, texts, ["blocks.9.hook_resid_post"])
     with pytest.raises(ValueError, match="no texts"):

@@ -14,6 +14,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from bae_lens import BinaryAutoencoderTraining, BinaryAutoencoderTrainingConfig
 from bae_lens.entropy import estimate_entropy
 from bae_lens.icl import (
+    LABEL_WORDS,
     build_icl_prompts,
     collect_icl_states,
     icl_entropy_curve,
@@ -22,6 +23,7 @@ from bae_lens.icl import (
     load_icl_states,
     plot_icl_curve,
     save_icl_states,
+    with_random_labels,
 )
 
 VOCAB = 60
@@ -65,6 +67,7 @@ def test_icl_prompts_draw_their_own_demonstrations() -> None:
         assert p.text.count("Sentiment:") == 5
         assert p.text.endswith(f"Review: review number {p.query_index}\nSentiment:")
         assert p.label == p.query_index % 2
+        assert p.demo_labels == tuple(i % 2 for i in p.demo_indices)
         for i in p.demo_indices:
             word = "positive" if i % 2 else "negative"
             assert f"review number {i}\nSentiment: {word}\n\n" in p.text
@@ -210,7 +213,118 @@ def test_cli_icl_from_saved_states(model: HookedTransformer, tmp_path, capsys) -
     assert main(argv) == 0
     record = json.loads((tmp_path / "icl.json").read_text())
     assert record["ks"] == [0, 3] and record["accuracy"] == [round(a, 4) for a in states.accuracy]
+    assert "random_labels" not in record  # states saved without the control: a note, no error
+    assert "holds no random-label control states" in capsys.readouterr().out
     assert set(record["entropy_bits"]) == {"0", "1"} and "command" in record
     assert (tmp_path / "icl.png").is_file()
     assert main([*argv[:-6], "--n-prompts", "9", "--output", str(tmp_path / "x.json")]) == 2
     assert "holds ks=[0, 3], layers=[0, 1], n_prompts=8" in capsys.readouterr().err
+
+
+def _demonstrations(text: str) -> list[str]:
+    """The demonstrations of a prompt, then its query."""
+    return text.split("\n\n")
+
+
+def test_random_labels_keep_demonstrations_query_and_token_length(
+    model: HookedTransformer,
+) -> None:
+    real = build_icl_prompts(EXAMPLES, 4, 30, seed=7)
+    control = with_random_labels(real, EXAMPLES, seed=7)
+    assert control == with_random_labels(real, EXAMPLES, seed=7)  # seeded
+    assert control != with_random_labels(real, EXAMPLES, seed=8)
+    tok = model.tokenizer
+    n_changed = 0
+    for p, c in zip(real, control, strict=True):
+        assert (c.query_index, c.demo_indices, c.label) == (p.query_index, p.demo_indices, p.label)
+        assert len(tok(c.text)["input_ids"]) == len(tok(p.text)["input_ids"])  # type: ignore[misc]
+        assert len(c.text) == len(p.text)  # " negative" and " positive": 8 letters each
+        shown, truth = _demonstrations(c.text), _demonstrations(p.text)
+        assert shown[-1] == truth[-1] and c.text.endswith("Sentiment:")  # the query unchanged
+        for i, (d_shown, d_truth) in enumerate(zip(shown[:-1], truth[:-1], strict=True)):
+            assert d_shown.endswith(f"Sentiment: {LABEL_WORDS[c.demo_labels[i]]}")
+            assert d_truth.endswith(f"Sentiment: {LABEL_WORDS[p.demo_labels[i]]}")
+            changed = c.demo_labels[i] != p.demo_labels[i]
+            assert (d_shown != d_truth) == changed  # only where the label was redrawn
+            n_changed += changed
+    assert 0.3 < n_changed / (30 * 4) < 0.7  # uniform labels: about half match the truth
+    assert with_random_labels(build_icl_prompts(EXAMPLES, 0, 3), EXAMPLES) == build_icl_prompts(
+        EXAMPLES, 0, 3
+    )  # no demonstration: nothing to relabel
+
+
+def test_collect_with_random_labels_runs_the_control_prompts(model: HookedTransformer) -> None:
+    states = collect_icl_states(
+        model, EXAMPLES, [0, 2], [0, 1], n_prompts=12, seed=3, random_labels=True
+    )
+    control = states.random_labels
+    assert control is not None and len(control.accuracy) == 2
+    assert collect_icl_states(model, EXAMPLES, [0], [0], n_prompts=2).random_labels is None
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    ids = label_token_ids(model.tokenizer)
+    for i, k in enumerate([0, 2]):
+        prompts = with_random_labels(
+            build_icl_prompts(EXAMPLES, k, 12, seed=3000 + k), EXAMPLES, seed=3000 + k
+        )
+        got = last_token_states(model, [p.text for p in prompts], hooks, logit_ids=ids)
+        labels = torch.tensor([p.label for p in prompts])  # the query's true label
+        assert control.accuracy[i] == float((got.logits.argmax(1) == labels).float().mean())
+        for layer, hook in zip([0, 1], hooks, strict=True):
+            assert torch.allclose(control.states[layer][i], got.states[hook], atol=1e-6)
+    for layer in (0, 1):
+        assert torch.equal(control.states[layer][0], states.states[layer][0])  # k = 0
+        assert not torch.allclose(control.states[layer][1], states.states[layer][1])
+
+
+def test_curve_reads_the_control_with_the_same_bae(model: HookedTransformer, tmp_path) -> None:
+    states = collect_icl_states(
+        model, EXAMPLES, [0, 2], [0, 1], n_prompts=12, seed=3, random_labels=True
+    )
+    assert states.random_labels is not None
+    saes = {0: _bae(16, 32), 1: _bae(16, 32)}
+    curve = icl_entropy_curve(states, saes=saes)
+    control = curve.random_labels
+    assert control is not None and control.accuracy == states.random_labels.accuracy
+    for layer in (0, 1):
+        for i in range(2):
+            est = estimate_entropy(saes[layer], states.random_labels.states[layer][i])
+            assert control.entropy_bits[layer][i] == est.entropy_bits
+            assert control.n_informative[layer][i] == est.n_informative
+        assert control.entropy_bits[layer][0] == curve.entropy_bits[layer][0]  # k = 0
+    record = curve.to_dict()["random_labels"]
+    assert record["accuracy"] == [round(a, 4) for a in control.accuracy]
+    assert set(record["entropy_bits"]) == {"0", "1"} and "drawn uniformly" in record["description"]
+    plot_icl_curve(curve, "tiny", str(tmp_path / "icl.png"))
+    assert (tmp_path / "icl.png").stat().st_size > 0
+    trained = icl_entropy_curve(states, expansion=2, steps=5, batch_size=16)
+    assert trained.random_labels is not None and len(trained.random_labels.entropy_bits[1]) == 2
+    save_icl_states(states, tmp_path / "s.safetensors")
+    again = load_icl_states(tmp_path / "s.safetensors")
+    assert again.random_labels is not None
+    assert again.random_labels.accuracy == states.random_labels.accuracy
+    for x, y in zip(again.random_labels.states[1], states.random_labels.states[1], strict=True):
+        assert torch.equal(x, y)
+
+
+def test_cli_icl_control(model: HookedTransformer, tmp_path, capsys) -> None:
+    import json
+
+    from bae_lens.cli import main
+
+    states = collect_icl_states(
+        model, EXAMPLES, [0, 3], [0, 1], n_prompts=8, seed=0, random_labels=True
+    )
+    assert states.random_labels is not None
+    save_icl_states(states, tmp_path / "s.safetensors")
+    argv = ["entropy", "--icl", "--states", str(tmp_path / "s.safetensors"), "--ks", "0,3",
+            "--layers", "0,1", "--n-prompts", "8", "--steps", "3", "--batch-size", "8",
+            "--expansion", "2"]  # fmt: skip
+    assert main([*argv, "--output", str(tmp_path / "on.json")]) == 0  # on by default
+    record = json.loads((tmp_path / "on.json").read_text())
+    accuracy = [round(a, 4) for a in states.random_labels.accuracy]
+    assert record["random_labels"]["accuracy"] == accuracy
+    assert set(record["random_labels"]["entropy_bits"]) == {"0", "1"}
+    assert "(random labels)" in capsys.readouterr().out
+    off = ["--icl-control", "none", "--output", str(tmp_path / "off.json")]
+    assert main([*argv, *off]) == 0
+    assert "random_labels" not in json.loads((tmp_path / "off.json").read_text())

@@ -20,6 +20,9 @@ from bae_lens.entropy import DEFAULT_INFORMATIVE_THRESHOLD, NORMALIZATIONS, entr
 from bae_lens.hidden_states import collect_hidden_states, layer_hooks
 from bae_lens.runtime import resolve_dtype, set_threads
 
+ICL_CONTROLS = ("random-labels", "none")
+"""``--icl-control`` values: the random-label control is on unless 'none'."""
+
 SET_ENTROPY_DEFAULTS = {"entropy_coefficient": 0.05, "covariance_coefficient": 30.0}
 """A set's entropy is the rate of a BAE priced per bit of entropy (train_set_bae's
 defaults); the main job's price per firing does not apply here."""
@@ -41,6 +44,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "sentiment prompts (movie reviews) instead of corpus text; writes a PNG",
     )
     p.add_argument("--ks", default="0,1,2,4,8", help="with --icl: numbers of demonstrations")
+    p.add_argument(
+        "--icl-control",
+        default="random-labels",
+        choices=ICL_CONTROLS,
+        help="with --icl: 'random-labels' also runs every prompt with k > 0 again with each "
+        "demonstration's label drawn at random (same prompts, lengths and query), a second "
+        "curve beside the real one without which a falling entropy says nothing about "
+        "learning; costs as many forward passes again. 'none' skips it",
+    )
     p.add_argument("--n-prompts", type=int, default=200, help="with --icl: prompts per k")
     p.add_argument(
         "--max-chars",
@@ -105,6 +117,7 @@ def _icl_command(model_name: str, args: argparse.Namespace, layers: list[int]) -
     from bae_lens.sentiment_data import load_movie_reviews
 
     ks = [int(v) for v in str(args.ks).split(",") if v.strip()]
+    random_labels = args.icl_control == "random-labels"
     if args.states is not None and Path(args.states).is_file():
         states = icl.load_icl_states(args.states)
         if (states.ks, states.layers, states.n_prompts) != (ks, layers, args.n_prompts):
@@ -113,13 +126,21 @@ def _icl_command(model_name: str, args: argparse.Namespace, layers: list[int]) -
                 f"n_prompts={states.n_prompts}; asked for ks={ks}, layers={layers}, "
                 f"n_prompts={args.n_prompts}"
             )
+        if random_labels and states.random_labels is None:
+            print(
+                f"note: {args.states!r} holds no random-label control states; the curve is "
+                "drawn without the control (a new --states file collects them)"
+            )
+        if not random_labels:
+            states = states._replace(random_labels=None)
     else:
         examples = [e for e in load_movie_reviews() if len(e[0]) <= args.max_chars]
         model = load_model(model_name, device=args.device, dtype=resolve_dtype(args.dtype))
         layer_hooks(model, layers)  # a layer the model lacks fails before any work
         states = icl.collect_icl_states(
-            model, examples, ks, layers, n_prompts=args.n_prompts, seed=args.seed, progress=True
-        )
+            model, examples, ks, layers, n_prompts=args.n_prompts, seed=args.seed,
+            random_labels=random_labels, progress=True,
+        )  # fmt: skip
         if args.states is not None:
             icl.save_icl_states(states, args.states)
     curve = icl.icl_entropy_curve(
@@ -128,9 +149,15 @@ def _icl_command(model_name: str, args: argparse.Namespace, layers: list[int]) -
     for layer, conv in (curve.convergence or {}).items():
         if not conv["converged"]:
             print(f"layer {layer}: BAE NOT CONVERGED after {conv['steps']} steps")
+    control = curve.random_labels
     for i, (k, accuracy) in enumerate(zip(curve.ks, curve.accuracy, strict=True)):
         bits = " ".join(f"{curve.entropy_bits[la][i]:7.1f}" for la in layers)
         print(f"k={k:<3d} accuracy {accuracy:.3f}  entropy by layer {bits}")
+        if control is not None:
+            bits = " ".join(f"{control.entropy_bits[la][i]:7.1f}" for la in layers)
+            print(
+                f"  rnd accuracy {control.accuracy[i]:.3f}  entropy by layer {bits}  (random labels)"
+            )
     png = str(Path(args.output).with_suffix(".png"))
     Path(png).parent.mkdir(parents=True, exist_ok=True)
     icl.plot_icl_curve(curve, model_name, png)

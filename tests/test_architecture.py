@@ -24,6 +24,7 @@ FLOORS: dict[str, int] = {
     "bae_lens.runtime": 0,
     "bae_lens.config_args": 0,
     "bae_lens.safe_pickle": 0,
+    "bae_lens.synthetic_sets": 0,
     # 1: the architectures, their registration, loading and splicing
     "bae_lens": 1,
     "bae_lens.bae": 1,
@@ -51,6 +52,7 @@ FLOORS: dict[str, int] = {
     "bae_lens.splice_metrics": 4,
     "bae_lens.main_job": 4,
     "bae_lens.entropy": 4,
+    "bae_lens.entropy_price": 4,
     "bae_lens.icl": 4,
     "bae_lens.compare": 4,
     "bae_lens.frontier": 4,

@@ -487,6 +487,7 @@ CLI_CASES = [
     (["train", "--covariance-penalty", "l2"], "covariance_penalty='l2'"),
     (["entropy", "--sae", "{tmp}/bae", "--layers", "1,2"], "--sae takes one layer"),
     (["entropy", "--layers", "99", "--output", "{tmp}/e.json"], "the model has layers 0..29"),
+    (["entropy", "--icl", "--auto-price", "--output", "{tmp}/e.json"], "--auto-price with --icl"),
     # options checked before the model loads, named as typed
     (["train", "--expansion", "-1"], "--expansion -1: must be >= 1"),
     (["train", "--batch-tokens", "0"], "--batch-tokens 0: must be >= 2"),

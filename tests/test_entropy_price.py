@@ -118,3 +118,44 @@ def test_auto_price_refuses_bad_options() -> None:
         auto_price(x[None])
     with pytest.raises(ValueError, match="relative_prices"):
         auto_price(x, relative_prices=[0.0])
+
+
+def test_cli_auto_price_trains_each_layer_at_its_chosen_price(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``bae-lens entropy --auto-price`` on a tiny model: the sweep goes into the JSON and the
+    layer's BAE trains at the price it chose."""
+    import json
+
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    import bae_lens.cli.entropy as cli_entropy
+    import bae_lens.corpus
+    import bae_lens.evaluate
+    import bae_lens.models
+    from bae_lens.cli import main
+
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(n_layers=2, d_model=16, n_ctx=32, d_head=4, n_heads=4,
+                                  d_vocab=50, act_fn="gelu")  # fmt: skip
+    tiny = HookedTransformer(cfg).eval()
+    tiny.tokenizer = type("Tok", (), {"bos_token_id": 0, "padding_side": "right"})()  # type: ignore[assignment]
+    monkeypatch.setattr(bae_lens.models, "load_model", lambda *a, **k: tiny)
+    monkeypatch.setattr(bae_lens.corpus, "load_embedded_corpus", lambda split: {"text": ["x"]})
+    monkeypatch.setattr(bae_lens.evaluate, "build_eval_tokens",
+                        lambda tok, texts, ctx, n, bos: torch.randint(0, 50, (n, ctx)))  # fmt: skip
+    used: list[float] = []
+    real = cli_entropy.entropy_by_layer
+
+    def spy(states, **kw):  # type: ignore[no-untyped-def]
+        used.append(kw["entropy_coefficient"])
+        return real(states, **kw)
+
+    monkeypatch.setattr(cli_entropy, "entropy_by_layer", spy)
+    out = tmp_path / "e.json"
+    argv = ["entropy", "--layers", "1", "--sequences", "16", "--context-size", "32",
+            "--steps", "50", "--batch-size", "64", "--expansion", "2", "--auto-price",
+            "--output", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    entry = json.loads(out.read_text())["layers"]["blocks.1.hook_resid_post"]
+    price = entry["price"]
+    assert len(price["sweep"]) >= 7 and price["price"] > 0
+    assert used == [price["price"]]

@@ -82,6 +82,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         SET_ENTROPY_DEFAULTS,
     )
     p.add_argument(
+        "--auto-price",
+        action="store_true",
+        help="choose each layer's entropy price from its data (the knee of a short sweep of "
+        "256-bit BAEs, bae_lens.entropy_price; 9 trainings of at most min(--steps, 1000) steps "
+        "per layer) instead of "
+        "--entropy-coefficient; the price and its sweep are written to the JSON, and a set "
+        "with no clear knee is flagged",
+    )
+    p.add_argument(
         "--normalize",
         default="mean_norm",
         choices=NORMALIZATIONS,
@@ -183,17 +192,37 @@ def _corpus_command(model_name: str, args: argparse.Namespace, layers: list[int]
         from bae_lens.io import load_bae
 
         sae = load_bae(args.sae, device=args.device, dtype=args.dtype)
-    layers_result = entropy_by_layer(
-        {hook: x[:, 1:] for hook, x in states.items()},  # BOS dropped
-        sae=sae, expansion=args.expansion, threshold=args.threshold,
-        per_position=args.per_position, seed=args.seed, **_train_options(args),
-    )  # fmt: skip
+    sets = {hook: x[:, 1:] for hook, x in states.items()}  # BOS dropped
+    prices: dict[str, dict[str, Any]] = {}
+    if args.auto_price and sae is None:
+        from bae_lens.entropy_price import auto_price
+
+        for hook, x in sets.items():
+            choice = auto_price(x.reshape(-1, x.shape[-1]), normalize=args.normalize,
+                                seed=args.seed, batch_size=args.batch_size,
+                                steps=min(args.steps, 1000))  # fmt: skip
+            prices[hook] = choice.to_dict()
+            print(f"{hook:<28} price {choice.price:.4g} ({choice.relative_price:.3g} of the "
+                  f"variance per row): {choice.reason}")  # fmt: skip
+    layers_result: dict[str, dict[str, Any]] = {}
+    for hook, x in sets.items():
+        options = _train_options(args)
+        if hook in prices:
+            options["entropy_coefficient"] = prices[hook]["price"]
+        layers_result |= entropy_by_layer(
+            {hook: x}, sae=sae, expansion=args.expansion, threshold=args.threshold,
+            per_position=args.per_position, seed=args.seed, **options,
+        )  # fmt: skip
+        if hook in prices:
+            layers_result[hook]["price"] = prices[hook]
     for hook, entry in layers_result.items():
         conv = entry.get("convergence")
         flag = "" if conv is None else (
             f"  converged in {conv['steps']} steps" if conv["converged"]
             else f"  NOT CONVERGED after {conv['steps']} steps"
         )  # fmt: skip
+        if "price" in entry and not entry["price"]["plateau"]:
+            flag += "  PRICE WITHOUT A CLEAR KNEE"
         tree = entry.get("tree_bound_bits")
         bound = "" if tree is None else f" (pairwise tree bound {tree:.1f})"
         print(

@@ -400,8 +400,14 @@ def check_comsem(args: argparse.Namespace) -> None:
 
 
 def check_entropy(args: argparse.Namespace, layers: list[int]) -> None:
-    """``bae-lens entropy``: output file, --sae folder, --states, layers."""
+    """``bae-lens entropy``: output file, --sae folder, --states, layers, --auto-price."""
     check_runtime(args)
+    if getattr(args, "auto_price", False) and (args.icl or args.sae is not None):
+        raise ValueError(
+            f"--auto-price with {'--icl' if args.icl else '--sae'}: it chooses the price of a "
+            "BAE trained here on corpus states, so it applies without --icl (not supported "
+            "there yet) and without --sae (that BAE is already trained)"
+        )
     check_output_file("--output", args.output)
     if args.sae is not None:
         check_sae_folders("--sae", [args.sae])

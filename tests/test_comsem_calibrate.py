@@ -436,3 +436,14 @@ def test_calibration_on_the_embedded_corpus(embedded: tuple[Any, torch.Tensor]) 
     assert result.auroc >= 0.9 and result.usable
     assert result.llm_free_auroc >= 0.9
     assert not calibrate(cal, AlwaysYesJudge(), SETTINGS).usable
+
+
+def test_auroc_interval_brackets_the_point_value_and_narrows_with_more_features() -> None:
+    from bae_lens.comsem.calibrate import auroc, auroc_interval
+
+    pos, neg = [0.9, 0.1, 0.6, 0.4], [0.5, 0.2, 0.3, 0.7]
+    low, high = auroc_interval(pos, neg)
+    assert low < auroc(pos, neg) < high
+    wide = high - low
+    low, high = auroc_interval(pos * 8, neg * 8)
+    assert low < auroc(pos, neg) < high and high - low < wide

@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from jaxtyping import Int
 from torch import Tensor
@@ -294,6 +295,27 @@ def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float:
     return wins / (len(positives) * len(negatives))
 
 
+def auroc_interval(
+    positives: Sequence[float], negatives: Sequence[float], resamples: int = 2000, seed: int = 0
+) -> list[float]:
+    """Percentile bootstrap 95% interval of :func:`auroc`, each group resampled with
+    replacement on its own (with 8 features a group the interval is wide: say so rather
+    than quote the point value alone).
+
+    >>> auroc_interval([0.9, 0.8, 0.7], [0.1, 0.2, 0.3])
+    [1.0, 1.0]
+    """
+    if not positives or not negatives:
+        raise ValueError(f"auroc needs both groups: {len(positives)} and {len(negatives)}")
+    rng = np.random.default_rng(seed)
+    pos, neg = np.asarray(positives, dtype=np.float64), np.asarray(negatives, dtype=np.float64)
+    p = pos[rng.integers(0, len(pos), size=(resamples, len(pos)))]  # [resamples, n_pos]
+    n = neg[rng.integers(0, len(neg), size=(resamples, len(neg)))]  # [resamples, n_neg]
+    wins = (p[:, :, None] > n[:, None, :]) + 0.5 * (p[:, :, None] == n[:, None, :])
+    low, high = np.percentile(wins.mean((1, 2)), [2.5, 97.5])
+    return [round(float(low), 4), round(float(high), 4)]
+
+
 def feature_gap(result: FeatureResult) -> float:
     """score - FPR; 0 when either is unmeasured (no description, or only malformed answers)."""
     if result.score is None or result.false_positive_rate is None:
@@ -319,6 +341,8 @@ class CalibrationResult:
     """"true" / "random" -> mean gap, mean score, mean FPR, mean LLM-free detection."""
     llm_free_auroc: float
     """AUROC of the LLM-free detection score, true vs random features."""
+    auroc_interval: list[float] = field(default_factory=list)
+    """Bootstrap 95% interval of ``auroc`` (features resampled within each group)."""
     features: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -369,6 +393,8 @@ def calibrate(
     true_rows = [x for x in rows if x["true"]]
     random_rows = [x for x in rows if not x["true"]]
     value = auroc([x["gap"] for x in true_rows], [x["gap"] for x in random_rows])
+    interval = auroc_interval([x["gap"] for x in true_rows], [x["gap"] for x in random_rows],
+                              seed=settings.seed)  # fmt: skip
 
     def free_score(x: dict[str, Any]) -> float:  # too few samples to score: chance
         return 0.5 if x["llm_free_detection"] is None else float(x["llm_free_detection"])
@@ -384,9 +410,17 @@ def calibrate(
         n_random=len(random_rows),
         groups=groups,
         llm_free_auroc=free,
+        auroc_interval=interval,
         features=rows,
         settings=asdict(settings),
     )
+
+
+def _interval(result: CalibrationResult) -> str:
+    if not result.auroc_interval:
+        return "not computed"
+    low, high = result.auroc_interval
+    return f"{low:.2f}-{high:.2f}"
 
 
 def markdown(result: CalibrationResult) -> str:
@@ -397,7 +431,8 @@ def markdown(result: CalibrationResult) -> str:
 
     lines = [
         f"Judge calibration of {result.judge_model}: AUROC of (score - FPR), true vs random "
-        f"features = {result.auroc:.3f} ({result.n_true} true, {result.n_random} random); "
+        f"features = {result.auroc:.3f} (bootstrap 95% interval {_interval(result)}; "
+        f"{result.n_true} true, {result.n_random} random); "
         f"bar {result.bar}: **{result.verdict}**. LLM-free detection AUROC "
         f"{result.llm_free_auroc:.3f}.",
         "",
@@ -441,6 +476,7 @@ def record_verdict(
         "mean_gap_true": result.groups["true"]["gap"],
         "mean_gap_random": result.groups["random"]["gap"],
         "llm_free_auroc": round(result.llm_free_auroc, 4),
+        "auroc_interval": result.auroc_interval,
     } | dict(extra or {})
     registry = load_registry(path)
     registry[result.judge_model] = entry

@@ -210,12 +210,14 @@ def knee(
 
     def ratio(k: int) -> tuple[float, float, float]:
         # the right slope spans at least ev_resolution of EV, so that held-out noise in the
-        # tail of nearly equal reconstructions cannot make a knee of its own; when no later
-        # vertex gains that much, the bits beyond bought less than ev_resolution in all
+        # tail of nearly equal reconstructions cannot make a knee of its own; past the last
+        # vertex, the points tried at higher rates bought nothing, so at most ev_resolution
         right = next((p for p in hull[k + 1 :]
                       if p.explained_variance - hull[k].explained_variance >= ev_resolution),
                      None)  # fmt: skip
         left_slope = slope(hull[k - 1], hull[k])
+        if right is None and k < len(hull) - 1:
+            right = hull[-1]  # what all the later vertices together bought
         if right is not None:
             right_slope = slope(hull[k], right)
         elif top > hull[k].entropy_bits:

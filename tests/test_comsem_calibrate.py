@@ -366,6 +366,8 @@ def test_summary_carries_intervals_and_llm_free_score() -> None:
     free = summarise_llm_free(coll, SETTINGS)
     assert free["n_judged"] == 0 and free["n_detected"] == 3
     assert free["llm_free_detection"] == pytest.approx(row["llm_free_detection"])
+    assert free["llm_free_detection_ci"] == [1.0, 1.0] and free["n_llm_free_scored"] == 3
+    assert "1.000 [1.000, 1.000]" in markdown_table({"toy": free}, "none")
     assert "| - |" in markdown_table({"toy": free}, "none")  # no judge columns
 
 

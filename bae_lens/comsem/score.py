@@ -280,9 +280,7 @@ def summarise(coll: Collection, results: list[FeatureResult], s: ComSemSettings)
         "mean_score_ci": bootstrap_interval(scores, "mean", seed=s.seed),
         "n_interpretable_ci": bootstrap_interval(scores, "count", s.threshold, seed=s.seed),
         "mean_score_minus_fpr_ci": bootstrap_interval(both, "mean", seed=s.seed),
-        "llm_free_detection": mean_detection(
-            detection_scores(coll, [r.feature for r in results], seed=s.seed)
-        ),
+        **_llm_free(coll, [r.feature for r in results], s),
         "n_failed_descriptions": sum(r.status != "ok" for r in results),
         "n_malformed_answers": sum(a["yes"] is None and a["error"] is None for a in answers),
         "n_failed_requests": sum(a["error"] is not None for a in answers)
@@ -297,6 +295,17 @@ def results_json(results: list[FeatureResult]) -> list[dict[str, Any]]:
     return [asdict(r) for r in results]
 
 
+def _llm_free(coll: Collection, features: list[int], s: ComSemSettings) -> dict[str, Any]:
+    """Mean LLM-free detection over ``features`` with its bootstrap 95% interval."""
+    scores = detection_scores(coll, features, seed=s.seed)
+    values = [v for v in scores.values() if v is not None]
+    return {
+        "llm_free_detection": mean_detection(scores),
+        "llm_free_detection_ci": bootstrap_interval(values, "mean", seed=s.seed),
+        "n_llm_free_scored": len(values),
+    }
+
+
 def summarise_llm_free(coll: Collection, s: ComSemSettings) -> dict[str, Any]:
     """The row of a dictionary judged by no LLM: its LLM-free detection score over the
     features :func:`select_features` picks (judge columns empty)."""
@@ -307,7 +316,7 @@ def summarise_llm_free(coll: Collection, s: ComSemSettings) -> dict[str, Any]:
         "n_judged": 0,
         "n_detected": len(features),
         "threshold": s.threshold,
-        "llm_free_detection": mean_detection(detection_scores(coll, features, seed=s.seed)),
+        **_llm_free(coll, features, s),
         "score": coll.score,
     }
 
@@ -347,11 +356,12 @@ def markdown_table(
             with_ci(r.get("mean_score_minus_fpr"), r.get("mean_score_minus_fpr_ci")),
             r.get("n_failed_descriptions"),
             r.get("n_malformed_answers"),
-            r.get("llm_free_detection"),
+            with_ci(r.get("llm_free_detection"), r.get("llm_free_detection_ci")),
         ]
         lines.append("| " + " | ".join(fmt(c) for c in cells) + " |")
     lines.append(
-        "\nIntervals: bootstrap 95% over the judged features. LLM-free detection: held-out "
+        "\nIntervals: bootstrap 95% over the judged (or, LLM-free, the scored) features. "
+        "LLM-free detection: held-out "
         "AUROC of a naive Bayes classifier on each feature's tokens vs other features' "
         "(0.5 = chance; bae_lens.comsem.detect)."
     )

@@ -3,9 +3,10 @@
 saturation).
 
 One forward pass (run_with_cache over every hooked layer) on held-out text of the embedded
-corpus; per layer, a BAE of d_sae = 4 * d_model trained a few hundred steps on the cached
-hook_resid_post activations (BOS dropped; rows with norm > 10x median left out of training;
-main-job coefficients), then the entropy of the set of all tokens. Per position: with the
+corpus; per layer, a BAE of d_sae = 4 * d_model trained until its held-out entropy and
+EV plateau (within --steps; the convergence flag and trajectory go into the JSON) on the
+cached hook_resid_post activations (BOS dropped; rows with norm > 10x median left out of
+training; train_set_bae's defaults: entropy price 0.05, covariance 30), then the entropy of the set of all tokens. Per position: with the
 BAE of one middle layer, the entropy of the set of hidden states at position i (one per
 sequence) for each i = 1..context-1. Trained BAEs are saved under --saes.
 
@@ -53,7 +54,8 @@ def main() -> None:
     p.add_argument("--position-layer", type=int, default=14)
     p.add_argument("--sequences", type=int, default=240)
     p.add_argument("--context-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--steps", type=int, default=2000,
+                   help="step budget per BAE; training stops at the held-out plateau")  # fmt: skip
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--expansion", type=int, default=4)
     p.add_argument("--saes", default=".cache/entropy/saes", help="where trained BAEs go")
@@ -80,13 +82,18 @@ def main() -> None:
         t = time.time()
         x = states[hook][:, 1:]  # [n_seq, pos, d]; BOS dropped
         sae = train_set_bae(x.reshape(-1, x.shape[-1]), args.expansion * x.shape[-1],
-                            steps=args.steps, batch_size=args.batch, progress=True)  # fmt: skip
+                            steps=args.steps, batch_size=args.batch, progress=True,
+                            early_stop=True)  # fmt: skip
         torch.save(sae.state_dict(), saes / f"layer{layer}.pt")
-        est = estimate_entropy(sae, x)
+        est = estimate_entropy(sae, x)._replace(convergence=sae.convergence)  # type: ignore[attr-defined]
         result["layers"].append({"layer": layer, **est.to_dict(with_rates=False),
                                  "seconds": round(time.time() - t, 1)})  # fmt: skip
+        conv = sae.convergence  # type: ignore[attr-defined]
+        flag = f"converged in {conv.steps} steps" if conv.converged else (
+            f"NOT CONVERGED after {conv.steps} steps")  # fmt: skip
         print(f"layer {layer:2d}: {est.entropy_bits:8.1f} bits, informative "
-              f"{est.n_informative}/{est.n_bits}, {time.time() - t:.0f} s", flush=True)  # fmt: skip
+              f"{est.n_informative}/{est.n_bits}, {flag}, {time.time() - t:.0f} s",
+              flush=True)  # fmt: skip
         if layer == args.position_layer:
             per_pos = [estimate_entropy(sae, x[:, i]) for i in range(x.shape[1])]
             result["per_position"] = {

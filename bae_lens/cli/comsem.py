@@ -281,6 +281,7 @@ def run_comsem(args: argparse.Namespace) -> dict[str, Any]:
     from bae_lens.comsem.calibrate import load_registry, verdict_line
     from bae_lens.comsem.install import ensure_local_judge
     from bae_lens.comsem.score import (
+        PROMPT_VERSION,
         ComSemSettings,
         judge_collections,
         markdown_table,
@@ -307,7 +308,7 @@ def run_comsem(args: argparse.Namespace) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "command": "bae-lens comsem " + " ".join(sys.argv[2:]),
         "environment": environment(),
-        "settings": settings.__dict__,
+        "settings": settings.__dict__ | {"prompt_version": PROMPT_VERSION},
         "collection": {
             n: {
                 "tokens": c.n_tokens,

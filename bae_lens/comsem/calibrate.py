@@ -49,7 +49,12 @@ from torch import Tensor
 
 from bae_lens.comsem.collect import Collection, Sample, token_context
 from bae_lens.comsem.detect import detection_scores
-from bae_lens.comsem.score import ComSemSettings, FeatureResult, judge_collection
+from bae_lens.comsem.score import (
+    PROMPT_VERSION,
+    ComSemSettings,
+    FeatureResult,
+    judge_collection,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -412,7 +417,7 @@ def calibrate(
         llm_free_auroc=free,
         auroc_interval=interval,
         features=rows,
-        settings=asdict(settings),
+        settings=asdict(settings) | {"prompt_version": PROMPT_VERSION},
     )
 
 
@@ -477,6 +482,7 @@ def record_verdict(
         "mean_gap_random": result.groups["random"]["gap"],
         "llm_free_auroc": round(result.llm_free_auroc, 4),
         "auroc_interval": result.auroc_interval,
+        "prompt_version": PROMPT_VERSION,
     } | dict(extra or {})
     registry = load_registry(path)
     registry[result.judge_model] = entry
@@ -494,8 +500,15 @@ def verdict_line(judge_model: str, path: str | Path = REGISTRY) -> str:
             f"Judge calibration: none recorded for {judge_model} "
             "(run `bae-lens comsem --calibrate` with this judge before trusting its scores)."
         )
-    return (
+    line = (
         f"Judge calibration: {judge_model} is **{entry['verdict']}** (AUROC of score - FPR, "
         f"true vs random features, {entry['auroc']:.3f}; bar {entry['bar']}; "
         f"{entry['n_true']} true and {entry['n_random']} random features)."
     )
+    version = entry.get("prompt_version", 1)
+    if version != PROMPT_VERSION:
+        line += (
+            f" That calibration used ComSem prompt v{version}, not the current v"
+            f"{PROMPT_VERSION}: re-calibrate before trusting the verdict."
+        )
+    return line

@@ -202,12 +202,20 @@ def token_context(
     tokenizer: Any, row: list[int], pos: int, left: int, right: int
 ) -> tuple[str, str]:
     """(token, context) of ``row[pos]``: the context is ``left`` tokens, the token marked
-    ``<<token>>``, then ``right`` tokens, newlines written as spaces."""
+    ``<<token>>``, then ``right`` tokens, newlines written as spaces; special tokens left
+    out of the context (the marked token is shown as it is)."""
 
-    def dec(ids: list[int]) -> str:
-        return tokenizer.decode(ids) if tokenizer is not None else " ".join(map(str, ids))
+    def dec(ids: list[int], skip_special: bool = True) -> str:
+        if tokenizer is None:
+            return " ".join(map(str, ids))
+        if skip_special:
+            # special tokens (BOS "<|im_start|>" here) would reach a chat judge as its own
+            # control tokens once its server applies the chat template
+            special = set(getattr(tokenizer, "all_special_ids", None) or ())
+            ids = [i for i in ids if i not in special]
+        return str(tokenizer.decode(ids))
 
-    token = dec(row[pos : pos + 1])
+    token = dec(row[pos : pos + 1], skip_special=False)
     before = dec(row[max(0, pos - left) : pos])
     after = dec(row[pos + 1 : pos + 1 + right])
     context = f"{before}<<{token}>>{after}".replace("\n", " ")

@@ -45,10 +45,16 @@ INTERPRET = """Here are {m} passages. In each, the token where the feature is ac
 What do the marked tokens have in common? Answer with ONE concise, specific linguistic description of at most 15 words: name their shared meaning, word class, grammatical role, or surrounding context. Do not give generic answers such as "words" or "tokens", and do not describe tokenization such as "subwords" or "parts of words".
 Reply with one line that starts with "Description:"."""
 
-TEST = """Passage: {context}
+TEST = """Description of a feature: {description}
 
-Does the token marked <<like this>> match this description: {description}?
-Start your reply with Yes or No."""
+Passage: {context}
+
+In the passage, one token is marked with << and >>. Is that marked token an example of the description above? Start your reply with Yes or No."""
+PROMPT_VERSION = 2
+"""Recorded with every ComSem and calibration result. 1: the test asked whether "the token
+marked <<like this>> match[es] this description", passage first; Qwen2.5-Coder-1.5B read
+that literally and said No to 254 of 255 tests, its descriptions right. 2: description
+first, then the passage, then a question that names the markers."""
 
 GENERIC = re.compile(
     r"^(the |all |various |common |random |different |english |some )*"

@@ -36,7 +36,7 @@ from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunne
 from sae_lens.saes.sae import TrainingSAE, TrainingSAEConfig
 from tqdm.auto import tqdm
 
-from bae_lens.hidden_states import check_hooks
+from bae_lens.hidden_states import check_hooks, typical_rows
 from bae_lens.model_cache import reloadable_model_name
 from bae_lens.stages import StageClock
 
@@ -89,16 +89,14 @@ class OutlierFilter:
         while True:
             batch = next(self.store)
             self.n_seen += int(batch.shape[0])
-            finite = torch.isfinite(batch.flatten(1)).all(dim=-1)  # [batch]
+            rows = batch.flatten(1)  # [batch, d_in]
+            finite = torch.isfinite(rows).all(dim=-1)
+            keep = typical_rows(rows, self.factor)  # the one outlier rule
             if not bool(finite.all()):
                 self.n_non_finite += int((~finite).sum())
                 logger.warning("dropped %d rows with NaN or inf", int((~finite).sum()))
-                batch = batch[finite]
-            if self.factor is not None and batch.shape[0] > 0:
-                norms = batch.flatten(1).norm(dim=-1)  # [batch]
-                keep = norms <= self.factor * norms.median()
-                self.n_dropped += int((~keep).sum())
-                batch = batch[keep]
+            self.n_dropped += int((finite & ~keep).sum())
+            batch = batch[keep]
             if batch.shape[0] >= 2:
                 return batch
             self.n_skipped_batches += 1

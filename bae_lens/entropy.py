@@ -52,6 +52,10 @@ DEFAULT_INFORMATIVE_THRESHOLD = 0.01
 
 ENTROPY_FLOOR_BITS = 0.5
 """Entropy changes below this many bits count as a plateau whatever the relative change."""
+DEFAULT_PATIENCE = 6
+"""Checks over which the held-out entropy and EV must hold still. Three (150 steps) let a
+2304-bit code stop with ~5 spare bits still draining (benchmarks/results/entropy/,
+robustness: 24.0 bits for 18.66 at 1050 steps; the same set trained on reached 19.6)."""
 COLLAPSED_EV = 0.05
 """Held-out explained variance below which a set's code is reported as collapsed."""
 
@@ -389,7 +393,7 @@ def train_set_bae(
     check_every: int = 50,
     tolerance: float = 0.01,
     ev_tolerance: float = 0.005,
-    patience: int = 3,
+    patience: int = DEFAULT_PATIENCE,
     **config: Any,
 ) -> BinaryAutoencoderTraining:
     """Train a BAE on a set held in memory; the returned BAE reads raw (unscaled) rows.

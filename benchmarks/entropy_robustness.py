@@ -31,6 +31,7 @@ import argparse
 import json
 import logging
 import platform
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -136,10 +137,16 @@ def main() -> None:
     print(table(done))
 
 
+def _checks(criterion: str) -> str:
+    """The patience of a row's plateau test, from its recorded criterion."""
+    match = re.search(r"over the last (\d+) checks", criterion)
+    return match.group(1) if match else "?"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| set | noise | scale | price (x V) | knee | width | estimate | sum of marginals "
-             "| truth | error | converged (steps) | verdict | s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| truth | error | converged (steps) | plateau test | verdict | s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     prices = {r["set"]: r for r in rows if r["width"] == "price"}
     for r in rows:
         if r["width"] == "price":
@@ -151,7 +158,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{pr['knee_bits']:.1f} ({'ratio ' + format(pr['ratio'], '.0f')}) | {r['width']} | "
             f"{r['estimate_bits']:.2f} | {r['entropy_bits']:.2f} | {r['truth_joint_bits']:.2f} | "
             f"{r['error']:+.1%} | {'yes' if conv['converged'] else 'NO'} ({conv['steps']}) | "
-            f"{r['verdict']} | {r['seconds']:.0f} |"
+            f"{_checks(conv['criterion'])} checks | {r['verdict']} | {r['seconds']:.0f} |"
         )
     return "\n".join(lines)
 

@@ -251,3 +251,12 @@ def test_target_lines_compare_the_bae_with_topk_and_its_random_control() -> None
     table["random_bae"]["L0=64"]["kl_spliced"] = 0.35
     assert "misses" in target_lines(table, (64,))[0]
     assert target_lines({"topk": table["topk"]}, (64,)) == []
+
+
+def test_closing_line_counts_this_runs_points_not_the_whole_report() -> None:
+    from bae_lens.cli.frontier import evaluated_line
+
+    results = {"topk_k32_seed42": {}, "bae_l0_coefficient0.2_seed42": {}, "other": {}}
+    line = evaluated_line(results, ["topk_k32_seed42", "topk_k16_seed42"], "out")
+    assert line.startswith("1 of this run's 2 points evaluated")
+    assert "holds 3 evaluated points" in line

@@ -4,6 +4,7 @@ compared at matched L0 (:func:`bae_lens.frontier.frontier_job`)."""
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from bae_lens.cli.preflight import add_runtime_arguments, check_frontier
 from bae_lens.cli.train import EVAL_SPLIT_HELP, check_run_arguments
@@ -62,6 +63,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="document shuffle of the cache")
 
 
+def evaluated_line(results: dict[str, Any], planned: list[str], output: str) -> str:
+    """The closing line: this run's points evaluated, and the report's total (which also
+    holds points other sweeps evaluated into the same work folder)."""
+    done = sum(name in results for name in planned)
+    return (
+        f"{done} of this run's {len(planned)} points evaluated; the report in {output}/ "
+        f"holds {len(results)} evaluated points"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     check_run_arguments(args)
     check_frontier(args)
@@ -81,5 +92,5 @@ def run(args: argparse.Namespace) -> int:
         eval_split=args.eval_split,
     )  # fmt: skip
     print(markdown_tables(payload["results"]))
-    print(f"{len(payload['results'])} of {len(points)} points evaluated; written to {args.output}/")
+    print(evaluated_line(payload["results"], [p.name for p in points], args.output))
     return 0

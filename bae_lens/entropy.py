@@ -50,8 +50,10 @@ DEFAULT_INFORMATIVE_THRESHOLD = 0.01
 """A bit "carries information" when Hb(p) exceeds this many bits (p in ~(0.0009, 0.9991))."""
 
 
-ENTROPY_FLOOR_BITS = 0.5
-"""Entropy changes below this many bits count as a plateau whatever the relative change."""
+ENTROPY_FLOOR_BITS = 0.25
+"""Entropy changes below this many bits count as a plateau whatever the relative change.
+Half a bit let a 1152-bit code of a 18.7-bit set stop at 1450 steps reading 21.1 bits (13%
+high) while its spare bits still drained (benchmarks/results/entropy/, robustness)."""
 DEFAULT_PATIENCE = 6
 """Checks over which the held-out entropy and EV must hold still. Three (150 steps) let a
 2304-bit code stop with ~5 spare bits still draining (benchmarks/results/entropy/,
@@ -65,9 +67,13 @@ class Convergence(NamedTuple):
 
     Every ``check_every`` steps the held-out rows are encoded: their code's entropy (sum of
     marginals, bits) and explained variance go into ``trajectory``. Training has converged
-    when, over the last ``patience`` checks, the entropy moved by less than ``tolerance``
-    (relative; or by less than half a bit) and the explained variance by less than
-    ``ev_tolerance`` (absolute), after every warm-up of the loss had ended."""
+    when, over the last ``patience`` checks (and the one before them), the entropy stayed
+    within a range of ``tolerance`` (relative; or of ``ENTROPY_FLOOR_BITS``) and the mean
+    explained variance of the newer half of those checks differs from the older half's by
+    less than ``ev_tolerance`` (absolute), after every warm-up of the loss had ended. The
+    explained variance is compared by halves, not by its range, because at a constant
+    learning rate it jitters by about 0.01 from check to check: a range test then flagged
+    estimates within 1% of the truth as not converged."""
 
     converged: bool
     steps: int
@@ -92,8 +98,9 @@ class Convergence(NamedTuple):
             "collapsed": self.collapsed,
             "steps": self.steps,
             "held_out_rows": self.held_out_rows,
-            "criterion": f"over the last {self.patience} checks: entropy within "
-            f"{self.tolerance:.1%} and explained variance within {self.ev_tolerance}",
+            "criterion": f"over the last {self.patience} checks: entropy range within "
+            f"{self.tolerance:.1%} (or {ENTROPY_FLOOR_BITS} bits), mean explained variance of "
+            f"the newer half within {self.ev_tolerance} of the older half's",
             "trajectory": [
                 {"step": st, "entropy_bits": round(h, 2), "explained_variance": round(ev, 4)}
                 for st, h, ev in self.trajectory
@@ -111,6 +118,9 @@ def plateaued(
     True
     >>> plateaued([(0, 90.0, 0.5), (50, 100.0, 0.9), (100, 100.5, 0.901)], 0.01, 0.005, 2)
     False
+    >>> jitter = [(s, 20.0, 0.91 + 0.005 * (-1) ** (s // 50)) for s in range(50, 400, 50)]
+    >>> plateaued(jitter, 0.01, 0.005, 6)  # EV jitters by 0.01, with no drift
+    True
     """
     if len(trajectory) < patience + 1:
         return False
@@ -119,7 +129,9 @@ def plateaued(
     evs = [ev for _, _, ev in window]
     moved = max(hs) - min(hs)
     allowed = max(tolerance * abs(sum(hs) / len(hs)), ENTROPY_FLOOR_BITS)
-    return moved < allowed and max(evs) - min(evs) < ev_tolerance
+    half = max(len(window) // 2, 1)
+    ev_drift = sum(evs[-half:]) / half - sum(evs[:half]) / half
+    return moved < allowed and abs(ev_drift) < ev_tolerance
 
 
 class EntropyEstimate(NamedTuple):

@@ -253,6 +253,23 @@ def test_estimate_stops_at_a_plateau_and_says_it_converged() -> None:
     assert (max(hs) - min(hs)) / (sum(hs) / 4) < 0.01
 
 
+def test_plateau_test_ignores_ev_jitter_but_not_drift() -> None:
+    from bae_lens.entropy import ENTROPY_FLOOR_BITS, plateaued
+
+    steps = range(50, 400, 50)  # 7 checks: patience 6 and the one before
+    # explained variance jittering by 0.01 around a constant (constant lr), entropy flat
+    jitter = [(s, 18.8 + 0.05 * (i % 2), 0.91 + 0.005 * (-1) ** i) for i, s in enumerate(steps)]
+    assert plateaued(jitter, 0.01, 0.005, 6)
+    # explained variance still rising by 0.003 per check: not a plateau
+    rising = [(s, 18.8, 0.90 + 0.003 * i) for i, s in enumerate(steps)]
+    assert not plateaued(rising, 0.01, 0.005, 6)
+    # spare bits still draining: 0.06 bits per check, 0.36 over the window at ~21 bits
+    draining = [(s, 21.1 - 0.06 * i, 0.91) for i, s in enumerate(steps)]
+    assert 0.36 > ENTROPY_FLOOR_BITS > 0.01 * 21
+    assert not plateaued(draining, 0.01, 0.005, 6)
+    assert not plateaued(jitter[:6], 0.01, 0.005, 6)  # too few checks
+
+
 def test_an_estimate_that_did_not_converge_is_flagged_and_warned(caplog) -> None:
     from bae_lens.entropy import estimate_set_entropy
 

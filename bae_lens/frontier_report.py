@@ -169,6 +169,12 @@ def plot_frontier(results: Mapping[str, Mapping[str, Any]], path: str, title: st
                 ax.set_xlabel("L0 (active features or ones per token)")
                 ax.set_ylabel(label)
                 ax.grid(alpha=0.3)
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    for ax in axes:  # L0 ticks as plain numbers at powers of 2; no crowded minor labels
+        ax.xaxis.set_major_locator(FixedLocator([8, 16, 32, 64, 128, 256, 512, 1024]))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     axes[0].legend(fontsize=8)
     fig.suptitle(title + "  (hollow: another seed)", fontsize=10)
     fig.tight_layout()

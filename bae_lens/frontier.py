@@ -48,12 +48,12 @@ SETTING_NAMES = {
     "standard": "l1_coefficient",
 }
 DEFAULT_GRID: dict[str, tuple[float, ...]] = {
-    "bae": (0.05, 0.1, 0.2, 0.5, 1.0),
+    "bae": (0.05, 0.1, 0.2, 0.5, 1.0, 2.0),  # 2.0: price 1.0 lands at L0 34, above 32
     "bae_entropy": (0.02, 0.05, 0.1, 0.2),
     "topk": (16, 32, 64, 128, 256),
     "batchtopk": (16, 32, 64, 128),
     "jumprelu": (16, 32, 64, 128),
-    "standard": (1.0, 2.0, 5.0, 10.0),
+    "standard": (0.5, 1.0, 2.0, 5.0, 10.0),  # 0.5: coefficient 1 lands at L0 89, below 128
 }
 """Sparsity settings per architecture; every BAE price also gets a random-code control."""
 METRICS = ("kl_spliced", "ce_loss_recovered", "explained_variance", "mse", "l0", "burst_l0",

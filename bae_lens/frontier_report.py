@@ -158,20 +158,21 @@ def plot_frontier(results: Mapping[str, Mapping[str, Any]], path: str, title: st
             if not curve:
                 continue
             l0 = [m["l0"] for m in curve]
-            for ax, (key, label, log_y) in zip(axes, panels, strict=True):
+            for ax, (key, _, _) in zip(axes, panels, strict=True):
                 y = [_dense10(m) if key == "n_dense_0.1" else m[key] for m in curve]
                 if seed_index == 0:
                     ax.plot(l0, y, marker="o", color=f"C{i}", label=arch)
                 else:
                     ax.scatter(l0, y, facecolors="none", edgecolors=f"C{i}", zorder=3)
-                ax.set_xscale("log")
-                ax.set_yscale("log" if log_y else "linear")
-                ax.set_xlabel("L0 (active features or ones per token)")
-                ax.set_ylabel(label)
-                ax.grid(alpha=0.3)
     from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
 
-    for ax in axes:  # L0 ticks as plain numbers at powers of 2; no crowded minor labels
+    for ax, (_, label, log_y) in zip(axes, panels, strict=True):  # once per panel
+        ax.set_xscale("log")
+        ax.set_yscale("log" if log_y else "linear")
+        ax.set_xlabel("L0 (active features or ones per token)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        # L0 ticks as plain numbers at powers of 2; no crowded minor labels
         ax.xaxis.set_major_locator(FixedLocator([8, 16, 32, 64, 128, 256, 512, 1024]))
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())

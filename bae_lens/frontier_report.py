@@ -149,8 +149,9 @@ def plot_frontier(results: Mapping[str, Mapping[str, Any]], path: str, title: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = (("kl_spliced", "KL spliced (nats)", True), ("explained_variance", "explained variance", False),
-              ("n_dense_0.1", "features firing on > 10% of tokens", False))  # fmt: skip
+    # the dense count spans 0 to thousands: symmetric log keeps 0 and tells 8 from 95
+    panels = (("kl_spliced", "KL spliced (nats)", "log"), ("explained_variance", "explained variance", "linear"),
+              ("n_dense_0.1", "features firing on > 10% of tokens", "symlog"))  # fmt: skip
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     for i, arch in enumerate(ARCHITECTURES):
         for seed_index, seed in enumerate(sorted({m["point"]["seed"] for m in results.values()})):
@@ -166,9 +167,13 @@ def plot_frontier(results: Mapping[str, Mapping[str, Any]], path: str, title: st
                     ax.scatter(l0, y, facecolors="none", edgecolors=f"C{i}", zorder=3)
     from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
 
-    for ax, (_, label, log_y) in zip(axes, panels, strict=True):  # once per panel
+    for ax, (_, label, y_scale) in zip(axes, panels, strict=True):  # once per panel
         ax.set_xscale("log")
-        ax.set_yscale("log" if log_y else "linear")
+        if y_scale == "symlog":
+            ax.set_yscale("symlog", linthresh=10)
+            ax.set_ylim(bottom=0)
+        else:
+            ax.set_yscale(y_scale)
         ax.set_xlabel("L0 (active features or ones per token)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

@@ -440,6 +440,8 @@ class BinaryAutoencoderTrainingConfig(TrainingSAEConfig):
     entropy price's gradient per firing, log2((1 - p) / p), vanishes as a bit's rate p nears
     1/2, so entropy alone lets bits settle at high rates; this term charges every firing
     alike."""
+    l0_warm_up_steps: int = 0
+    """Linear ramp of the price per firing from 0 over this many steps."""
     covariance_warm_up_steps: int = 0
     """Linear ramp of lambda_c from 0 over this many steps."""
     covariance_penalty: str = "frobenius_probe"
@@ -499,6 +501,7 @@ class BinaryAutoencoderTrainingConfig(TrainingSAEConfig):
             "entropy_warm_up_steps",
             "entropy_start_step",
             "covariance_warm_up_steps",
+            "l0_warm_up_steps",
         ):
             _check_number(field, getattr(self, field), 0.0)
         _check_number("covariance_chunk_size", self.covariance_chunk_size, 1)
@@ -529,6 +532,7 @@ BAE_OPTIONS: tuple[str, ...] = (
     "covariance_coefficient",
     "covariance_warm_up_steps",
     "l0_coefficient",
+    "l0_warm_up_steps",
     "covariance_penalty",
     "covariance_reduction",
     "init_firing_rate",
@@ -573,7 +577,9 @@ class BinaryAutoencoderTraining(_BinaryEncoding, TrainingSAE[BinaryAutoencoderTr
                 value=self.cfg.covariance_coefficient,
                 warm_up_steps=self.cfg.covariance_warm_up_steps,
             ),
-            "l0": TrainCoefficientConfig(value=self.cfg.l0_coefficient, warm_up_steps=0),
+            "l0": TrainCoefficientConfig(
+                value=self.cfg.l0_coefficient, warm_up_steps=self.cfg.l0_warm_up_steps
+            ),
         }
 
     def _surrogate_bits(self, hidden_pre: Tensor) -> Tensor:

@@ -468,7 +468,8 @@ def train_set_bae(
     state = TrainingState.for_sae(sae, lr=lr, n_steps=steps)
     steps_per_epoch = train.shape[0] // batch_size
     order = torch.randperm(train.shape[0])
-    warm = max(cfg.entropy_start_step + cfg.entropy_warm_up_steps, cfg.covariance_warm_up_steps)
+    warm = max(cfg.entropy_start_step + cfg.entropy_warm_up_steps, cfg.covariance_warm_up_steps,
+               cfg.l0_warm_up_steps)  # fmt: skip
     trajectory: list[tuple[int, float, float]] = []
     done = 0
     for step in tqdm(range(steps), desc=f"BAE d_sae={d_sae}", disable=not progress):

@@ -83,6 +83,13 @@ RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
             "covariance_penalty": "frobenius_probe",
         },
     ),  # fmt: skip
+    # dead bits at high price: ramp the price in over the first quarter of the steps
+    # (500k tokens / 1024 per step = 488 steps)
+    "bae_l0only_0.5_l0warmup": (
+        "bae",
+        {},
+        {"entropy_coefficient": 0.0, "l0_coefficient": 0.5, "l0_warm_up_steps": 122},
+    ),
     "bae_l0only_0.2_seed43": (
         "bae",
         {"seed": 43},

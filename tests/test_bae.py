@@ -310,10 +310,13 @@ def test_coefficients_follow_config() -> None:
         entropy_warm_up_steps=10,
         covariance_coefficient=3.0,
         covariance_warm_up_steps=4,
+        l0_coefficient=0.5,
+        l0_warm_up_steps=7,
     )
     coefficients = sae.get_coefficients()
     assert coefficients["entropy"] == (0.2, 10)
     assert coefficients["covariance"] == (3.0, 4)
+    assert coefficients["l0"] == (0.5, 7)
 
 
 def test_training_log_records() -> None:
@@ -518,6 +521,7 @@ BAD_CONFIGS: list[tuple[str, Any, dict[str, Any]]] = [
     ("entropy_warm_up_steps", -1, {}),
     ("entropy_start_step", -3, {}),
     ("covariance_warm_up_steps", -2, {}),
+    ("l0_warm_up_steps", -5, {}),
     ("bits_per_feature", 0, {}),
     ("bits_per_feature", 1.5, {}),
     ("d_sae", 0, {}),

@@ -90,6 +90,12 @@ RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {},
         {"entropy_coefficient": 0.0, "l0_coefficient": 0.5, "l0_warm_up_steps": 122},
     ),
+    # dead bits at high price: a wider surrogate gives bits far below threshold a gradient
+    "bae_l0only_0.5_temp3": (
+        "bae",
+        {},
+        {"entropy_coefficient": 0.0, "l0_coefficient": 0.5, "estimator_temperature": 3.0},
+    ),
     "bae_l0only_0.2_seed43": (
         "bae",
         {"seed": 43},

@@ -16,12 +16,18 @@ from pathlib import Path
 from typing import Any
 
 ARCHITECTURES = (
-    "bae", "random_bae", "bae_entropy", "topk", "batchtopk", "jumprelu", "standard"
+    "bae", "random_bae", "bae_lowtemp", "bae_entropy", "topk", "batchtopk", "jumprelu",
+    "standard",
 )  # fmt: skip
 """Every architecture a sweep knows, in table and plot order: ``bae`` is the shipped BAE
 recipe (priced per firing), ``random_bae`` the random-code control of
-:mod:`bae_lens.baselines` at each ``bae`` point's firing rate, ``bae_entropy`` the paper's
-objective (priced per bit of entropy, no price per firing)."""
+:mod:`bae_lens.baselines` at each ``bae`` point's firing rate, ``bae_lowtemp`` the shipped
+recipe with the sigmoid estimator's temperature at :data:`LOW_TEMPERATURE` (an ablation),
+``bae_entropy`` the paper's objective (priced per bit of entropy, no price per firing)."""
+
+
+LOW_TEMPERATURE = 0.3
+"""The ``bae_lowtemp`` points' estimator temperature (the shipped recipe's is 1.0)."""
 
 
 def _dense10(m: Mapping[str, Any]) -> float:

@@ -118,6 +118,31 @@ def test_points_pair_every_bae_price_with_a_random_control() -> None:
         default_points(None, ["nope"])
 
 
+def test_bae_variants_differ_from_the_shipped_recipe_only_where_named() -> None:
+    from bae_lens.frontier import point_config
+    from bae_lens.frontier_report import LOW_TEMPERATURE
+
+    s = FrontierSettings(hook="blocks.0.hook_resid_post", model_name="tiny")
+    shipped = point_config(Point("bae", 0.5), 8, s, None)
+    low = point_config(Point("bae_lowtemp", 0.5), 8, s, None)
+    paper = point_config(Point("bae_entropy", 0.05), 8, s, None)
+    assert shipped.l0_coefficient == low.l0_coefficient == 0.5
+    assert shipped.estimator_temperature == 1.0
+    assert low.estimator_temperature == LOW_TEMPERATURE
+    assert (paper.l0_coefficient, paper.entropy_coefficient) == (0.0, 0.05)
+    others = {"estimator_temperature", "metadata"}  # the metadata records the same options
+    assert {k: v for k, v in vars(low).items() if k not in others} == {
+        k: v for k, v in vars(shipped).items() if k not in others
+    }
+    # random-code controls pair with the shipped recipe's prices, not the ablation's
+    grid = {"bae": (0.2,), "bae_lowtemp": (0.5, 1.0)}
+    points = default_points(grid, ["bae", "bae_lowtemp", "random_bae"], ())
+    assert [(p.architecture, p.setting) for p in points if p.architecture == "random_bae"] == [
+        ("random_bae", 0.2)
+    ]
+    assert {p.setting for p in points if p.architecture == "bae_lowtemp"} == {0.5, 1.0}
+
+
 def test_interpolation_on_log_l0_and_no_extrapolation() -> None:
     curve = [{"l0": 10.0, "kl_spliced": 1.0}, {"l0": 1000.0, "kl_spliced": 0.0}]
     assert interpolate_at(curve, 100.0, "kl_spliced") == pytest.approx(0.5)  # halfway in log

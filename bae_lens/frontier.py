@@ -234,6 +234,37 @@ def mean_firing_rate(folder: Path) -> float | None:
     return min(max(sum(l0s) / len(l0s) / n_bits, 1e-4), 0.5) if l0s else None
 
 
+def stale_fields(saved: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
+    """Training options on which a saved point's ``cfg.json`` and the config the sweep would
+    train it with now disagree (e.g. after a default changed). Options the saved point does
+    not record (added to the code since) are not compared; the weight-scale and device
+    fields, which saving rewrites, are not either."""
+    out = [
+        f"{k}: saved {saved.get(k)!r}, now {expected.get(k)!r}"
+        for k in ("architecture", "d_in", "d_sae", "k")
+        if k in saved and k in expected and saved[k] != expected[k]
+    ]
+
+    def details(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
+        return (cfg.get("metadata") or {}).get("training_architecture_details") or {}
+
+    old, new = details(saved), details(expected)
+    out += [f"{k}: saved {old[k]!r}, now {new[k]!r}" for k in old if k in new and old[k] != new[k]]
+    return out
+
+
+def check_point_is_current(point: Point, folder: Path, expected: Any) -> None:
+    """Refuse to reuse a trained point whose options differ from the sweep's current ones."""
+    saved = json.loads((folder / "cfg.json").read_text())
+    differing = stale_fields(saved, expected.get_inference_sae_cfg_dict())
+    if differing:
+        raise ValueError(
+            f"{folder} was trained with other options than {point.name} gets now "
+            f"({'; '.join(differing)}). Move or delete that folder to retrain it, or give "
+            "another --work-dir."
+        )
+
+
 def run_frontier(
     model: Any,
     cache: ActivationCache,
@@ -283,6 +314,8 @@ def run_frontier(
     for point in points:
         out = folder / point.name
         if (out / "cfg.json").is_file():
+            if point.architecture != RANDOM_CONTROL:  # a control follows its (checked) BAE
+                check_point_is_current(point, out, point_config(point, cache.d_in, settings, None))
             continue
         bae_rate = None
         if point.architecture == RANDOM_CONTROL:

@@ -143,6 +143,32 @@ def test_bae_variants_differ_from_the_shipped_recipe_only_where_named() -> None:
     assert {p.setting for p in points if p.architecture == "bae_lowtemp"} == {0.5, 1.0}
 
 
+def test_a_saved_point_trained_with_other_options_is_refused(tmp_path: Path) -> None:
+    from bae_lens.frontier import check_point_is_current, point_config
+
+    s = FrontierSettings(hook="blocks.0.hook_resid_post", model_name="tiny")
+    point = Point("bae", 0.5)
+    now = point_config(point, 8, s, None)
+    saved = now.get_inference_sae_cfg_dict()
+    (tmp_path / "cfg.json").write_text(json.dumps(saved))
+    check_point_is_current(point, tmp_path, now)  # the same options: reused
+    # an option the code added after the point was trained is not held against it
+    del saved["metadata"]["training_architecture_details"]["l0_warm_up_steps"]
+    (tmp_path / "cfg.json").write_text(json.dumps(saved))
+    check_point_is_current(point, tmp_path, now)
+    # a default that changed since: refused, naming the option and both values
+    saved["metadata"]["training_architecture_details"]["covariance_penalty"] = "frobenius"
+    (tmp_path / "cfg.json").write_text(json.dumps(saved))
+    with pytest.raises(
+        ValueError, match="covariance_penalty: saved 'frobenius', now 'frobenius_probe'"
+    ):
+        check_point_is_current(point, tmp_path, now)
+    topk = Point("topk", 16)
+    (tmp_path / "cfg.json").write_text(json.dumps({"architecture": "topk", "k": 32}))
+    with pytest.raises(ValueError, match="k: saved 32, now 16"):
+        check_point_is_current(topk, tmp_path, point_config(topk, 8, s, None))
+
+
 def test_interpolation_on_log_l0_and_no_extrapolation() -> None:
     curve = [{"l0": 10.0, "kl_spliced": 1.0}, {"l0": 1000.0, "kl_spliced": 0.0}]
     assert interpolate_at(curve, 100.0, "kl_spliced") == pytest.approx(0.5)  # halfway in log

@@ -116,6 +116,11 @@ RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {},
         {"entropy_coefficient": 0.0, "l0_coefficient": 0.5, "estimator_temperature": 0.03},
     ),
+    "bae_l0only_0.5_temp0.1_seed43": (
+        "bae",
+        {"seed": 43},
+        {"entropy_coefficient": 0.0, "l0_coefficient": 0.5, "estimator_temperature": 0.1},
+    ),
     "bae_l0only_0.2_seed43": (
         "bae",
         {"seed": 43},

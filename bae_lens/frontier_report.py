@@ -26,6 +26,8 @@ recipe with the sigmoid estimator's temperature at :data:`LOW_TEMPERATURE` (an a
 ``bae_entropy`` the paper's objective (priced per bit of entropy, no price per firing)."""
 
 
+ABLATIONS = ("bae_lowtemp",)
+"""Architectures a sweep trains only when named in ``--architectures``."""
 LOW_TEMPERATURE = 0.3
 """The ``bae_lowtemp`` points' estimator temperature (the shipped recipe's is 1.0)."""
 

@@ -311,3 +311,17 @@ def test_closing_line_counts_this_runs_points_not_the_whole_report() -> None:
     line = evaluated_line(results, ["topk_k32_seed42", "topk_k16_seed42"], "out")
     assert line.startswith("1 of this run's 2 points evaluated")
     assert "holds 3 evaluated points" in line
+
+
+def test_the_default_sweep_leaves_out_the_ablations() -> None:
+    import argparse
+
+    from bae_lens.cli.frontier import add_arguments
+    from bae_lens.frontier_report import ABLATIONS, ARCHITECTURES
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    chosen = p.parse_args([]).architectures.split(",")
+    assert "bae_lowtemp" in ABLATIONS and not set(chosen) & set(ABLATIONS)
+    assert set(chosen) | set(ABLATIONS) == set(ARCHITECTURES)
+    assert p.parse_args(["--architectures", "bae_lowtemp"]).architectures == "bae_lowtemp"

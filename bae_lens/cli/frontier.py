@@ -15,7 +15,7 @@ from bae_lens.frontier import (
     default_points,
     frontier_job,
 )
-from bae_lens.frontier_report import markdown_tables
+from bae_lens.frontier_report import ABLATIONS, markdown_tables
 from bae_lens.main_job import DEFAULT_HOOK
 from bae_lens.runtime import set_threads
 
@@ -40,8 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hook", default=DEFAULT_HOOK)
     p.add_argument("--dataset", default="embedded")
     p.add_argument("--eval-split", default="auto", help=EVAL_SPLIT_HELP)
-    p.add_argument("--architectures", default=",".join(ARCHITECTURES),
-                   help=f"comma-separated subset of {','.join(ARCHITECTURES)}")  # fmt: skip
+    p.add_argument("--architectures", default=",".join(a for a in ARCHITECTURES if a not in ABLATIONS),
+                   help=f"comma-separated subset of {','.join(ARCHITECTURES)} (default: all but "
+                        f"the ablation{'s' if len(ABLATIONS) > 1 else ''} {','.join(ABLATIONS)})")  # fmt: skip
     p.add_argument("--grid", default=None, help="override settings, e.g. 'bae=0.05,0.1;topk=32,64'")
     p.add_argument("--expansion", type=int, default=4)
     p.add_argument(

@@ -41,8 +41,14 @@ these ablations (MAIN_JOB_DEFAULTS then); each run lists what it changes. Runs r
 before the default dependence penalty became "frobenius_probe" used "frobenius" (their
 rows say so); later rows carry their whole effective config."""
 
+
 # name -> (architecture, setting overrides, BAE option overrides). Settings: FrontierSettings
 # fields (batch_tokens, lr, training_tokens); BAE options: BinaryAutoencoderTrainingConfig.
+def _per_firing(price: float, **extra: Any) -> dict[str, Any]:
+    """Options of a BAE priced per firing only (no entropy price), plus ``extra``."""
+    return {"entropy_coefficient": 0.0, "l0_coefficient": price, **extra}
+
+
 RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "topk_k32": ("topk", {"k": 32}, {}),
     "topk_k64": ("topk", {"k": 64}, {}),
@@ -85,42 +91,17 @@ RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     ),  # fmt: skip
     # dead bits at high price: ramp the price in over the first quarter of the steps
     # (500k tokens / 1024 per step = 488 steps)
-    "bae_l0only_0.5_l0warmup": (
-        "bae",
-        {},
-        {"entropy_coefficient": 0.0, "l0_coefficient": 0.5, "l0_warm_up_steps": 122},
-    ),
-    # dead bits at high price: a wider surrogate gives bits far below threshold a gradient
-    "bae_l0only_0.5_temp3": (
-        "bae",
-        {},
-        {"entropy_coefficient": 0.0, "l0_coefficient": 0.5, "estimator_temperature": 3.0},
-    ),
-    "bae_l0only_0.5_temp0.3": (
-        "bae",
-        {},
-        {"entropy_coefficient": 0.0, "l0_coefficient": 0.5, "estimator_temperature": 0.3},
-    ),
-    "bae_l0only_0.2_temp0.3": (
-        "bae",
-        {},
-        {"entropy_coefficient": 0.0, "l0_coefficient": 0.2, "estimator_temperature": 0.3},
-    ),
-    "bae_l0only_0.5_temp0.1": (
-        "bae",
-        {},
-        {"entropy_coefficient": 0.0, "l0_coefficient": 0.5, "estimator_temperature": 0.1},
-    ),
-    "bae_l0only_0.5_temp0.03": (
-        "bae",
-        {},
-        {"entropy_coefficient": 0.0, "l0_coefficient": 0.5, "estimator_temperature": 0.03},
-    ),
+    "bae_l0only_0.5_l0warmup": ("bae", {}, _per_firing(0.5, l0_warm_up_steps=122)),
+    # dead bits at high price: the surrogate's width decides which bits the price reaches
+    **{
+        f"bae_l0only_{price:g}_temp{t:g}": ("bae", {}, _per_firing(price, estimator_temperature=t))
+        for price, t in ((0.5, 3.0), (0.5, 0.3), (0.2, 0.3), (0.5, 0.1), (0.5, 0.03))
+    },
     "bae_l0only_0.5_temp0.1_seed43": (
         "bae",
         {"seed": 43},
-        {"entropy_coefficient": 0.0, "l0_coefficient": 0.5, "estimator_temperature": 0.1},
-    ),
+        _per_firing(0.5, estimator_temperature=0.1),
+    ),  # fmt: skip
     "bae_l0only_0.2_seed43": (
         "bae",
         {"seed": 43},

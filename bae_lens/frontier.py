@@ -32,7 +32,7 @@ from torch import Tensor
 
 from bae_lens.activation_cache import ActivationCache
 from bae_lens.baselines import NORMALIZE, RANDOM_CONTROL, baseline_config
-from bae_lens.frontier_report import ARCHITECTURES, LOW_TEMPERATURE, write_report
+from bae_lens.frontier_report import ARCHITECTURES, PREVIOUS_TEMPERATURE, write_report
 from bae_lens.main_job import MAIN_JOB_DEFAULTS
 from bae_lens.stages import StageClock
 
@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 SETTING_NAMES = {
     "bae": "l0_coefficient",
     RANDOM_CONTROL: "l0_coefficient",  # of the BAE point whose firing rate it matches
-    "bae_lowtemp": "l0_coefficient",
+    "bae_temp1": "l0_coefficient",
     "bae_entropy": "price",
     "topk": "k",
     "batchtopk": "k",
@@ -50,7 +50,7 @@ SETTING_NAMES = {
 }
 DEFAULT_GRID: dict[str, tuple[float, ...]] = {
     "bae": (0.05, 0.1, 0.2, 0.5, 1.0, 2.0),  # 2.0: price 1.0 lands at L0 34, above 32
-    "bae_lowtemp": (0.2, 0.5, 1.0, 2.0),  # the estimator temperature ablation
+    "bae_temp1": (0.05, 0.1, 0.2, 0.5, 1.0, 2.0),  # the recipe before, at temperature 1
     "bae_entropy": (0.02, 0.05, 0.1, 0.2),
     "topk": (16, 32, 64, 128, 256),
     "batchtopk": (16, 32, 64, 128),
@@ -78,7 +78,9 @@ class Point:
 def default_points(
     grid: Mapping[str, Sequence[float]] | None = None,
     architectures: Iterable[str] = ARCHITECTURES,
-    extra_seeds: Sequence[Point] = (Point("bae", 0.2, 43), Point("topk", 64, 43)),
+    extra_seeds: Sequence[Point] = (
+        Point("bae", 0.2, 43), Point("topk", 64, 43), Point("bae_temp1", 0.2, 43)
+    ),
 ) -> list[Point]:
     """The sweep: every grid setting of the chosen architectures, a random-code control for
     every BAE price, and the extra-seed points that show the noise.
@@ -141,12 +143,12 @@ class FrontierSettings:
 
 def point_config(point: Point, d_in: int, s: FrontierSettings, bae_rate: float | None) -> Any:
     """The SAELens training config of ``point``. ``bae``: the main job's options with the
-    price per firing set; ``bae_lowtemp``: the same at the estimator temperature
-    :data:`~bae_lens.frontier_report.LOW_TEMPERATURE`; ``bae_entropy``: the main job's options
+    price per firing set; ``bae_temp1``: the same at the estimator temperature
+    :data:`~bae_lens.frontier_report.PREVIOUS_TEMPERATURE`; ``bae_entropy``: the main job's options
     with the price per bit of entropy set instead and no price per firing (the paper's
-    objective)."""
+    objective), at the temperature its points were trained with, the previous one."""
     d_sae = s.expansion * d_in
-    if point.architecture in ("bae", "bae_lowtemp", "bae_entropy"):
+    if point.architecture in ("bae", "bae_temp1", "bae_entropy"):
         from bae_lens.bae import BinaryAutoencoderTrainingConfig
 
         options = dict(MAIN_JOB_DEFAULTS) | (
@@ -154,8 +156,8 @@ def point_config(point: Point, d_in: int, s: FrontierSettings, bae_rate: float |
             if point.architecture == "bae_entropy"
             else {"l0_coefficient": point.setting}
         )
-        if point.architecture == "bae_lowtemp":
-            options["estimator_temperature"] = LOW_TEMPERATURE
+        if point.architecture in ("bae_temp1", "bae_entropy"):
+            options["estimator_temperature"] = PREVIOUS_TEMPERATURE
         return BinaryAutoencoderTrainingConfig(
             d_in=d_in, d_sae=d_sae, device=s.device, dtype=s.dtype,
             normalize_activations=NORMALIZE, **options,

@@ -120,27 +120,29 @@ def test_points_pair_every_bae_price_with_a_random_control() -> None:
 
 def test_bae_variants_differ_from_the_shipped_recipe_only_where_named() -> None:
     from bae_lens.frontier import point_config
-    from bae_lens.frontier_report import LOW_TEMPERATURE
+    from bae_lens.frontier_report import PREVIOUS_TEMPERATURE
+    from bae_lens.main_job import MAIN_JOB_DEFAULTS
 
     s = FrontierSettings(hook="blocks.0.hook_resid_post", model_name="tiny")
     shipped = point_config(Point("bae", 0.5), 8, s, None)
-    low = point_config(Point("bae_lowtemp", 0.5), 8, s, None)
+    before = point_config(Point("bae_temp1", 0.5), 8, s, None)
     paper = point_config(Point("bae_entropy", 0.05), 8, s, None)
-    assert shipped.l0_coefficient == low.l0_coefficient == 0.5
-    assert shipped.estimator_temperature == 1.0
-    assert low.estimator_temperature == LOW_TEMPERATURE
+    assert shipped.l0_coefficient == before.l0_coefficient == 0.5
+    assert shipped.estimator_temperature == MAIN_JOB_DEFAULTS["estimator_temperature"] != 1.0
+    assert before.estimator_temperature == PREVIOUS_TEMPERATURE == 1.0
     assert (paper.l0_coefficient, paper.entropy_coefficient) == (0.0, 0.05)
+    assert paper.estimator_temperature == PREVIOUS_TEMPERATURE  # as its points were trained
     others = {"estimator_temperature", "metadata"}  # the metadata records the same options
-    assert {k: v for k, v in vars(low).items() if k not in others} == {
+    assert {k: v for k, v in vars(before).items() if k not in others} == {
         k: v for k, v in vars(shipped).items() if k not in others
     }
     # random-code controls pair with the shipped recipe's prices, not the ablation's
-    grid = {"bae": (0.2,), "bae_lowtemp": (0.5, 1.0)}
-    points = default_points(grid, ["bae", "bae_lowtemp", "random_bae"], ())
+    grid = {"bae": (0.2,), "bae_temp1": (0.5, 1.0)}
+    points = default_points(grid, ["bae", "bae_temp1", "random_bae"], ())
     assert [(p.architecture, p.setting) for p in points if p.architecture == "random_bae"] == [
         ("random_bae", 0.2)
     ]
-    assert {p.setting for p in points if p.architecture == "bae_lowtemp"} == {0.5, 1.0}
+    assert {p.setting for p in points if p.architecture == "bae_temp1"} == {0.5, 1.0}
 
 
 def test_a_saved_point_trained_with_other_options_is_refused(tmp_path: Path) -> None:
@@ -322,6 +324,6 @@ def test_the_default_sweep_leaves_out_the_ablations() -> None:
     p = argparse.ArgumentParser()
     add_arguments(p)
     chosen = p.parse_args([]).architectures.split(",")
-    assert "bae_lowtemp" in ABLATIONS and not set(chosen) & set(ABLATIONS)
+    assert "bae_temp1" in ABLATIONS and not set(chosen) & set(ABLATIONS)
     assert set(chosen) | set(ABLATIONS) == set(ARCHITECTURES)
-    assert p.parse_args(["--architectures", "bae_lowtemp"]).architectures == "bae_lowtemp"
+    assert p.parse_args(["--architectures", "bae_temp1"]).architectures == "bae_temp1"

@@ -421,7 +421,9 @@ class BinaryAutoencoderTrainingConfig(TrainingSAEConfig):
     estimator: str = "sigmoid"
     """Backward surrogate of the step: identity | sigmoid | reference | square_wave."""
     estimator_temperature: float = 1.0
-    """Temperature t of the sigmoid estimator (in units of z)."""
+    """Temperature t of the sigmoid estimator (in units of z). The main job's recipe uses
+    0.3: with a price per firing, a wide surrogate passes the price to bits far below their
+    threshold and kills them."""
     entropy_coefficient: float = 0.0
     """lambda_e: weight of the entropy loss."""
     entropy_warm_up_steps: int = 0

@@ -57,7 +57,7 @@ def add_config_options(
             "--" + name.replace("_", "-"),
             type=kind,
             default=default,
-            help=field_help(config_cls, name),
+            help=f"{field_help(config_cls, name)} (default: %(default)s)",
         )
 
 

@@ -31,6 +31,14 @@ def test_options_take_types_defaults_and_docstrings() -> None:
         parser.parse_args(["--steps", "two"])  # int option
 
 
+def test_help_shows_the_jobs_default_not_the_dataclasss() -> None:
+    parser = argparse.ArgumentParser()
+    add_config_options(parser, Demo, ["rate", "steps"], {"steps": 7})
+    text = " ".join(parser.format_help().split())
+    assert "in 100% units. (default: 0.5)" in text
+    assert "--steps STEPS (default: 7)" in text
+
+
 def test_unknown_fields_are_refused() -> None:
     with pytest.raises(ValueError, match=r"\['nope'\] are not fields of Demo"):
         add_config_options(argparse.ArgumentParser(), Demo, ["nope"])

@@ -79,7 +79,9 @@ def default_points(
     grid: Mapping[str, Sequence[float]] | None = None,
     architectures: Iterable[str] = ARCHITECTURES,
     extra_seeds: Sequence[Point] = (
-        Point("bae", 0.2, 43), Point("topk", 64, 43), Point("bae_temp1", 0.2, 43)
+        Point("bae", 0.2, 43),
+        Point("topk", 64, 43),
+        Point("bae_temp1", 0.2, 43),
     ),
 ) -> list[Point]:
     """The sweep: every grid setting of the chosen architectures, a random-code control for

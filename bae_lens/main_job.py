@@ -44,11 +44,11 @@ objective at that L0, and even 0.01 of entropy price beside it brought 228 back.
 
 The temperature: at temperature 1 (the estimator's own default) the surrogate is wide
 enough to pass the price's gradient to bits far below their threshold, which die (price
-0.5, 500k tokens: 863 of 2304 dead); at 0.3 only bits near it are charged (237 dead, higher
-explained variance at a higher L0). On the frontier's 2M-token points it lowers the spliced
-KL at matched L0 (L0 32: 0.353 against 0.515; L0 64: 0.220 against 0.257) and removes the
-features over 10% of tokens that temperature 1 leaves at high prices
-(benchmarks/results/frontier, ``bae_temp1`` is the recipe before)."""
+0.5, 500k tokens: 863 of 2304 dead); at 0.3 only bits near their threshold are charged
+(237 dead, higher explained variance at a higher L0). On the frontier's 2M-token points it lowers the spliced
+KL at matched L0 (0.353 / 0.220 / 0.153 against 0.515 / 0.257 / 0.165 at L0 32 / 64 /
+128) and the features over 10% of tokens (2 / 4 / 38 against 15 / 8 / 75)
+(benchmarks/results/frontier; ``bae_temp1`` there is the recipe before)."""
 
 
 @dataclass

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from bae_lens.activation_cache import ActivationCache
 from bae_lens.baselines import NORMALIZE, RANDOM_CONTROL, baseline_config
-from bae_lens.frontier_report import ARCHITECTURES, PREVIOUS_TEMPERATURE, write_report
+from bae_lens.frontier_report import ARCHITECTURES, write_report
 from bae_lens.main_job import MAIN_JOB_DEFAULTS
 from bae_lens.stages import StageClock
 
@@ -58,6 +58,19 @@ DEFAULT_GRID: dict[str, tuple[float, ...]] = {
     "standard": (0.5, 1.0, 2.0, 5.0, 10.0),  # 0.5: coefficient 1 lands at L0 89, below 128
 }
 """Sparsity settings per architecture; every BAE price also gets a random-code control."""
+PREVIOUS_TEMPERATURE = 1.0
+"""The estimator temperature of the recipe before 0.3 (``bae_temp1``, and the points of the
+paper's objective, which were trained at it)."""
+BAE_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "bae": ("l0_coefficient", {}),
+    "bae_temp1": ("l0_coefficient", {"estimator_temperature": PREVIOUS_TEMPERATURE}),
+    "bae_entropy": (
+        "entropy_coefficient",
+        {"l0_coefficient": 0.0, "estimator_temperature": PREVIOUS_TEMPERATURE},
+    ),
+}
+"""BAE architecture -> (the option its setting sets, what it changes in the main job's
+options)."""
 METRICS = ("kl_spliced", "ce_loss_recovered", "explained_variance", "mse", "l0", "burst_l0",
            "entropy_bits", "n_dead", "n_dense")  # fmt: skip
 METRICS_FILE = "metrics.json"
@@ -144,22 +157,16 @@ class FrontierSettings:
 
 
 def point_config(point: Point, d_in: int, s: FrontierSettings, bae_rate: float | None) -> Any:
-    """The SAELens training config of ``point``. ``bae``: the main job's options with the
-    price per firing set; ``bae_temp1``: the same at the estimator temperature
-    :data:`~bae_lens.frontier_report.PREVIOUS_TEMPERATURE`; ``bae_entropy``: the main job's options
-    with the price per bit of entropy set instead and no price per firing (the paper's
-    objective), at the temperature its points were trained with, the previous one."""
+    """The SAELens training config of ``point``. A BAE (:data:`BAE_VARIANTS`): the main
+    job's options, changed as its variant says, with its setting as the price per firing
+    (``bae``, ``bae_temp1``) or per bit of entropy (``bae_entropy``, the paper's
+    objective)."""
     d_sae = s.expansion * d_in
-    if point.architecture in ("bae", "bae_temp1", "bae_entropy"):
+    if point.architecture in BAE_VARIANTS:
         from bae_lens.bae import BinaryAutoencoderTrainingConfig
 
-        options = dict(MAIN_JOB_DEFAULTS) | (
-            {"entropy_coefficient": point.setting, "l0_coefficient": 0.0}
-            if point.architecture == "bae_entropy"
-            else {"l0_coefficient": point.setting}
-        )
-        if point.architecture in ("bae_temp1", "bae_entropy"):
-            options["estimator_temperature"] = PREVIOUS_TEMPERATURE
+        swept, changes = BAE_VARIANTS[point.architecture]
+        options = dict(MAIN_JOB_DEFAULTS) | changes | {swept: point.setting}
         return BinaryAutoencoderTrainingConfig(
             d_in=d_in, d_sae=d_sae, device=s.device, dtype=s.dtype,
             normalize_activations=NORMALIZE, **options,

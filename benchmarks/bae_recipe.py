@@ -70,25 +70,11 @@ RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "bae_probe": ("bae", {}, {"covariance_penalty": "frobenius_probe"}),
     "bae_l0_0.05": ("bae", {}, {"l0_coefficient": 0.05}),
     "bae_l0_0.2": ("bae", {}, {"l0_coefficient": 0.2}),
-    "bae_l0only_0.2": ("bae", {}, {"entropy_coefficient": 0.0, "l0_coefficient": 0.2}),
-    "bae_l0only_0.5": ("bae", {}, {"entropy_coefficient": 0.0, "l0_coefficient": 0.5}),
-    "bae_l0only_0.1": ("bae", {}, {"entropy_coefficient": 0.0, "l0_coefficient": 0.1}),
+    **{f"bae_l0only_{price:g}": ("bae", {}, _per_firing(price)) for price in (0.2, 0.5, 0.1)},
     "bae_l0_0.2_ent0.01": ("bae", {}, {"entropy_coefficient": 0.01, "l0_coefficient": 0.2}),
-    "bae_l0only_0.2_nocov": (
-        "bae",
-        {},
-        {"entropy_coefficient": 0.0, "l0_coefficient": 0.2, "covariance_coefficient": 0.0},
-    ),
+    "bae_l0only_0.2_nocov": ("bae", {}, _per_firing(0.2, covariance_coefficient=0.0)),
     "random_match_l0only_0.2": ("random_bae", {"match": "bae_l0only_0.2"}, {}),
-    "bae_l0only_0.2_probe": (
-        "bae",
-        {},
-        {
-            "entropy_coefficient": 0.0,
-            "l0_coefficient": 0.2,
-            "covariance_penalty": "frobenius_probe",
-        },
-    ),  # fmt: skip
+    "bae_l0only_0.2_probe": ("bae", {}, _per_firing(0.2, covariance_penalty="frobenius_probe")),
     # dead bits at high price: ramp the price in over the first quarter of the steps
     # (500k tokens / 1024 per step = 488 steps)
     "bae_l0only_0.5_l0warmup": ("bae", {}, _per_firing(0.5, l0_warm_up_steps=122)),
@@ -101,12 +87,8 @@ RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         "bae",
         {"seed": 43},
         _per_firing(0.5, estimator_temperature=0.1),
-    ),  # fmt: skip
-    "bae_l0only_0.2_seed43": (
-        "bae",
-        {"seed": 43},
-        {"entropy_coefficient": 0.0, "l0_coefficient": 0.2},
     ),
+    "bae_l0only_0.2_seed43": ("bae", {"seed": 43}, _per_firing(0.2)),
 }
 
 

@@ -119,8 +119,7 @@ def test_points_pair_every_bae_price_with_a_random_control() -> None:
 
 
 def test_bae_variants_differ_from_the_shipped_recipe_only_where_named() -> None:
-    from bae_lens.frontier import point_config
-    from bae_lens.frontier_report import PREVIOUS_TEMPERATURE
+    from bae_lens.frontier import PREVIOUS_TEMPERATURE, point_config
     from bae_lens.main_job import MAIN_JOB_DEFAULTS
 
     s = FrontierSettings(hook="blocks.0.hook_resid_post", model_name="tiny")
